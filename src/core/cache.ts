@@ -1,0 +1,1361 @@
+/**
+ * The cache: typed cache-aside over a store, with single flight in the process and across
+ * processes, stale serving, early refresh, loader timeouts and fail-open reads.
+ *
+ * Reading order for a `getOrSet`:
+ * 1. The flight of the key, if one is running in this process: join it.
+ * 2. The store. A fresh entry answers (and may schedule an early refresh); a stale one within
+ *    grace answers at once or after the soft timeout while it is refreshed; a corrupt or invalid
+ *    one is deleted and counts as a miss.
+ * 3. A miss takes the key's lease (`SET placeholder NX PX GET`): one process loads, the others
+ *    wait for its write (pub/sub, with polling as a fallback). The write is a compare-and-set on
+ *    the lease, so a `set`/`delete` during the load wins over the loaded value (no stale sets).
+ *
+ * A store failure never fails a `getOrSet`: the loader answers, and the write is attempted.
+ */
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import {
+  AbortError,
+  ClosedError,
+  InvalidOptionError,
+  isStoreError,
+  LoaderTimeoutError,
+  SerializationError,
+  StoreError,
+} from '../errors.js';
+import { jsonSerializer } from '../serializers/json.js';
+import { resolveCompression, type ResolvedCompression } from '../serializers/compression.js';
+import type { Serializer } from '../serializers/serializer.js';
+import { memoryStore } from '../stores/memory.js';
+import type { ConditionalWrite, Notice, Store, StoreWrite } from '../stores/store.js';
+import { systemClock, type Clock } from './clock.js';
+import { Coordination, POLL_MAX_MS, POLL_START_MS } from './coordination.js';
+import { checkCount, describe } from './durations.js';
+import {
+  casPrefix,
+  CorruptEntry,
+  EntryCodec,
+  newEntryId,
+  placeholderWire,
+  type Entry,
+  type EntryKind,
+  type Wire,
+} from './entry.js';
+import { CacheEmitter, type CacheEventMap, type CacheEventName } from './events.js';
+import { checkNamespace, checkVersion, DEFAULT_MAX_KEY_LENGTH, KeySpace } from './keys.js';
+import { runLoader, softTimeout, TIMED_OUT, type Loader } from './loader.js';
+import {
+  LIBRARY_DEFAULTS,
+  resolveEntryOptions,
+  type CacheOptions,
+  type GetOptions,
+  type GetOrSetManyOptions,
+  type GetOrSetOptions,
+  type ResolvedEntryOptions,
+  type SetOptions,
+} from './options.js';
+import { Flights, type Flight } from './single-flight.js';
+import { Counters, type CacheStats } from './stats.js';
+import { validate } from './validate.js';
+
+/** Loads many keys at once: a `Map` by key, or an array in the order of `keys`. Missing keys are "not found". */
+export type BatchLoader<T> = (
+  keys: string[],
+  context: { readonly signal: AbortSignal },
+) => Promise<ReadonlyMap<string, T> | readonly (T | undefined)[]> | ReadonlyMap<string, T> | readonly (T | undefined)[];
+
+/** One entry of `setMany`. */
+export interface SetManyEntry<T = unknown> extends SetOptions {
+  readonly key: string;
+  readonly value: T;
+}
+
+/** What the cache state of a key looked like when read. */
+type Read =
+  | { readonly state: 'absent' }
+  | { readonly state: 'error' }
+  | { readonly state: 'corrupt' }
+  | { readonly state: 'fresh' | 'stale' | 'expired' | 'pending' | 'invalid'; readonly entry: Entry };
+
+const ABSENT: Read = Object.freeze({ state: 'absent' });
+const ERROR: Read = Object.freeze({ state: 'error' });
+const CORRUPT: Read = Object.freeze({ state: 'corrupt' });
+const DONE: Promise<void> = Promise.resolve();
+/** Lease TTL when `lock` is off: leases still fence out stale writes, nobody waits on them. */
+const DEFAULT_LEASE_TTL = 5_000;
+
+/**
+ * A value for the callers, and the background work (a refresh) the flight stays registered for,
+ * so callers arriving meanwhile join it instead of starting the same refresh again. Writes are
+ * not part of it: once issued they are on the connection ahead of any later read.
+ */
+interface Outcome<T> {
+  readonly value: T;
+  readonly done: Promise<unknown>;
+}
+
+/** A loaded value and its write (issued already; settles when the store answered). */
+interface Loaded<T> {
+  readonly value: T;
+  readonly written: Promise<unknown>;
+}
+
+/** Everything one load of one key needs. */
+interface Job<T> {
+  readonly flight: Flight<T>;
+  readonly key: string;
+  readonly userKey: string;
+  readonly loader: Loader<T>;
+  readonly opts: ResolvedEntryOptions;
+  readonly codec: EntryCodec;
+  readonly schema: StandardSchemaV1<unknown, T> | undefined;
+}
+
+/** A lease (ours) on a key: the placeholder we wrote and the prefix that identifies it. */
+interface Lease {
+  readonly key: string;
+  readonly wire: string;
+  readonly prefix: string;
+}
+
+const CACHE_OPTION_NAMES = new Set<string>([
+  'store',
+  'namespace',
+  'version',
+  'ttl',
+  'jitter',
+  'grace',
+  'negativeTtl',
+  'timeout',
+  'hardTimeout',
+  'failSafeBackoff',
+  'earlyRefresh',
+  'lock',
+  'serializer',
+  'compression',
+  'maxKeyLength',
+  'failOpen',
+  'clock',
+]);
+
+function checkSerializer(serializer: unknown): Serializer {
+  const s = serializer as Partial<Serializer> | null;
+  if (
+    typeof s !== 'object' ||
+    s === null ||
+    typeof s.name !== 'string' ||
+    !/^[A-Za-z0-9_.-]{1,32}$/.test(s.name) ||
+    typeof s.serialize !== 'function' ||
+    typeof s.deserialize !== 'function' ||
+    typeof s.binary !== 'boolean'
+  ) {
+    throw new InvalidOptionError(
+      'serializer',
+      'expected { name, binary, serialize, deserialize } with a name of 1-32 characters from [A-Za-z0-9_.-]',
+    );
+  }
+  return s as Serializer;
+}
+
+/** The lock key guarding the refresh of an existing entry (a lease lives in the key itself). */
+function refreshLockKey(key: string): string {
+  return `${key}\u0000lock`;
+}
+
+/** State shared by a cache and its namespaced children. */
+class CacheCore {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly defaults: ResolvedEntryOptions;
+  readonly defaultCodec: EntryCodec;
+  readonly compression: ResolvedCompression | undefined;
+  readonly codecs = new WeakMap<Serializer, EntryCodec>();
+  readonly flights = new Flights();
+  readonly counters = new Counters();
+  readonly events = new CacheEmitter();
+  readonly coordination: Coordination;
+  readonly failOpen: boolean;
+  closed = false;
+
+  constructor(options: CacheOptions, rootPrefix: string) {
+    this.store = options.store ?? memoryStore(options.clock === undefined ? {} : { clock: options.clock });
+    this.clock = options.clock ?? systemClock;
+    this.defaults = resolveEntryOptions(LIBRARY_DEFAULTS, options);
+    this.compression = resolveCompression(options.compression);
+    this.defaultCodec = new EntryCodec(checkSerializer(options.serializer ?? jsonSerializer), this.compression);
+    this.codecs.set(this.defaultCodec.serializer, this.defaultCodec);
+    this.failOpen = options.failOpen ?? true;
+    if (typeof this.failOpen !== 'boolean') throw new InvalidOptionError('failOpen', 'expected a boolean');
+    this.coordination = new Coordination(this.store, `larder:${rootPrefix}written`, (error) =>
+      this.storeError('subscribe', undefined, error),
+    );
+  }
+
+  codec(serializer: Serializer | undefined): EntryCodec {
+    if (serializer === undefined) return this.defaultCodec;
+    let codec = this.codecs.get(serializer);
+    if (codec === undefined) {
+      codec = new EntryCodec(checkSerializer(serializer), this.compression);
+      this.codecs.set(serializer, codec);
+    }
+    return codec;
+  }
+
+  emit<K extends CacheEventName>(name: K, event: CacheEventMap[K][0]): void {
+    // Listeners are user code: one that throws must not break a cache operation.
+    try {
+      (this.events.emit as (name: K, event: CacheEventMap[K][0]) => boolean)(name, event);
+    } catch {
+      // Ignored on purpose: see above.
+    }
+  }
+
+  storeError(operation: string, key: string | undefined, error: unknown): void {
+    this.counters.failOpen++;
+    if (this.events.wants('store-error'))
+      this.emit('store-error', key === undefined ? { operation, error } : { operation, key, error });
+  }
+}
+
+/**
+ * A cache over one store and one namespace. Create it with {@link createCache}; derive children
+ * with {@link Cache.namespace}. All methods are safe to call concurrently.
+ */
+export class Cache {
+  readonly #core: CacheCore;
+  readonly #keys: KeySpace;
+
+  /** @internal Use {@link createCache}. */
+  constructor(core: CacheCore, keys: KeySpace) {
+    this.#core = core;
+    this.#keys = keys;
+  }
+
+  /** The prefix of every key of this cache (`<namespace>:v<version>:`). */
+  get prefix(): string {
+    return this.#keys.prefix;
+  }
+
+  /** The store this cache writes to. */
+  get store(): Store {
+    return this.#core.store;
+  }
+
+  /**
+   * A child cache whose keys live under `<this prefix><name>:` (plus `v<version>:` when given).
+   * It shares the store, the flights, the counters and the events of this cache; `clear()` on
+   * this cache clears the child too.
+   */
+  namespace(name: string, options: { version?: number | string } = {}): Cache {
+    checkNamespace('namespace', name);
+    const version = options.version === undefined ? undefined : checkVersion('version', options.version);
+    return new Cache(this.#core, this.#keys.child(name, version));
+  }
+
+  // --- events and stats ------------------------------------------------------------------------
+
+  /** Listens to a cache event (see `CacheEventMap`). Events carry keys, never values. */
+  on<K extends CacheEventName>(name: K, listener: (event: CacheEventMap[K][0]) => void): this {
+    this.#core.events.on(name, listener as never);
+    return this;
+  }
+
+  off<K extends CacheEventName>(name: K, listener: (event: CacheEventMap[K][0]) => void): this {
+    this.#core.events.off(name, listener as never);
+    return this;
+  }
+
+  once<K extends CacheEventName>(name: K, listener: (event: CacheEventMap[K][0]) => void): this {
+    this.#core.events.once(name, listener as never);
+    return this;
+  }
+
+  /** A snapshot of the counters (shared by the cache and its children). */
+  stats(): CacheStats {
+    return this.#core.counters.snapshot();
+  }
+
+  // --- getOrSet -------------------------------------------------------------------------------
+
+  /**
+   * The cached value of `key`, or the loader's (which is then cached). Concurrent calls for one
+   * key run the loader once, in this process and (with a Redis store) across processes.
+   *
+   * The loader may return `undefined` for "not found": that is cached for `negativeTtl`.
+   * Rejects with the loader's error (unless a stale value can be served), a
+   * `LoaderTimeoutError`, a `ValidationError` (loaded value does not fit `schema`), an
+   * `AbortError` (`signal`), or an `InvalidKeyError`. Never with a store error.
+   */
+  async getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T> {
+    const core = this.#core;
+    if (core.closed) throw new ClosedError();
+    const fullKey = this.#keys.full(key);
+    if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
+    const signal = options?.signal;
+    if (signal?.aborted === true) throw new AbortError({ cause: signal.reason, key: fullKey });
+    const running = core.flights.get<T>(fullKey);
+    if (running !== undefined) return running.join(signal);
+    return core.flights.start<T>(fullKey, (flight) => this.#resolve(flight, key, loader, options)).join(signal);
+  }
+
+  async #resolve<T>(flight: Flight<T>, userKey: string, loader: Loader<T>, options: GetOrSetOptions<T> | undefined): Promise<T> {
+    const core = this.#core;
+    let done: Promise<unknown> = DONE;
+    try {
+      const job: Job<T> = {
+        flight,
+        key: flight.key,
+        userKey,
+        loader,
+        opts: resolveEntryOptions(core.defaults, options),
+        codec: core.codec(options?.serializer),
+        schema: options?.schema,
+      };
+      const read = await this.#read(job.key, job.codec, job.schema);
+      let outcome: Outcome<T>;
+      if (options?.forceFresh === true && (read.state === 'fresh' || read.state === 'stale')) {
+        // Load now, replacing exactly the entry we saw (unless it changes meanwhile).
+        this.#miss(job.key);
+        outcome = this.#now(
+          await this.#load(job, { expect: casPrefix(read.entry.kind, read.entry.id), lease: undefined, stale: read.entry }),
+        );
+      } else if (read.state === 'fresh') {
+        this.#hit(job.key, read.entry, false);
+        outcome = { value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry) };
+      } else {
+        outcome = await this.#obtain(job, read);
+      }
+      done = outcome.done;
+      return outcome.value;
+    } finally {
+      // A flight refreshing in the background stays registered until the refresh is over.
+      if (done === DONE) flight.release();
+      else void done.finally(() => flight.release());
+    }
+  }
+
+  /** Everything after a read that did not find a fresh entry. */
+  async #obtain<T>(job: Job<T>, read: Read): Promise<Outcome<T>> {
+    const core = this.#core;
+    switch (read.state) {
+      case 'stale':
+        return this.#fromStale(job, read.entry);
+      case 'error':
+        // The store failed: answer from the loader; the write is best effort.
+        this.#miss(job.key);
+        return this.#now(await this.#load(job, { expect: '', lease: undefined, stale: undefined }));
+      case 'corrupt':
+        this.#miss(job.key);
+        await core.store.delete([job.key]).catch((error: unknown) => core.storeError('delete', job.key, error));
+        return this.#leaseAndLoad(job, undefined);
+      case 'expired':
+      case 'invalid':
+        this.#miss(job.key);
+        await core.store
+          .deleteIf(job.key, casPrefix(read.entry.kind, read.entry.id))
+          .catch((error: unknown) => core.storeError('delete', job.key, error));
+        return this.#leaseAndLoad(job, undefined);
+      case 'pending':
+        this.#miss(job.key);
+        return this.#leaseAndLoad(job, read.entry);
+      default:
+        this.#miss(job.key);
+        return this.#leaseAndLoad(job, undefined);
+    }
+  }
+
+  /**
+   * Takes the key's lease and loads, or waits for the process holding it. `pending` is the
+   * placeholder already seen, if any.
+   */
+  async #leaseAndLoad<T>(job: Job<T>, pending: Entry | undefined): Promise<Outcome<T>> {
+    const core = this.#core;
+    const lock = job.opts.lock;
+    const leaseTtl = lock === false ? DEFAULT_LEASE_TTL : lock.ttl;
+    const started = core.clock.now();
+    const waitUntil = started + (lock === false || !core.store.shared ? 0 : lock.wait);
+    let delay = POLL_START_MS;
+    let waited = false;
+    let current = pending;
+    for (let attempt = 0; ; attempt++) {
+      if (current !== undefined) {
+        // Someone else holds the lease.
+        const now = core.clock.now();
+        if (now >= waitUntil || attempt > 1000) {
+          if (waited) this.#lockWait(job.key, 'timeout', now - started);
+          // Load ourselves; write only if their placeholder is still there.
+          return this.#now(await this.#load(job, { expect: casPrefix('p', current.id), lease: undefined, stale: undefined }));
+        }
+        if (!waited) {
+          waited = true;
+          core.counters.lockWaits++;
+        }
+        await core.coordination.wait(job.key, Math.min(delay, waitUntil - now));
+        delay = Math.min(delay * 2, POLL_MAX_MS);
+      }
+      const id = newEntryId();
+      const lease: Lease = { key: job.key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
+      let reply: Wire | undefined;
+      try {
+        [reply] = await core.store.lease([{ key: job.key, value: lease.wire, ttl: leaseTtl }], job.codec.binary);
+      } catch (error) {
+        core.storeError('lease', job.key, error);
+        return this.#now(await this.#load(job, { expect: '', lease: undefined, stale: undefined }));
+      }
+      if (reply === undefined) {
+        if (waited) this.#lockWait(job.key, 'acquired', core.clock.now() - started);
+        return this.#now(await this.#load(job, { expect: lease.prefix, lease, stale: undefined }));
+      }
+      const read = await this.#classify(job.key, reply, job.codec, job.schema);
+      switch (read.state) {
+        case 'pending':
+          current = read.entry;
+          continue;
+        case 'fresh':
+          if (waited) this.#lockWait(job.key, 'value', core.clock.now() - started);
+          this.#hit(job.key, read.entry, false);
+          return { value: read.entry.value as T, done: DONE };
+        case 'stale':
+          if (waited) this.#lockWait(job.key, 'value', core.clock.now() - started);
+          return this.#fromStale(job, read.entry);
+        case 'expired':
+        case 'invalid':
+          await core.store.deleteIf(job.key, casPrefix(read.entry.kind, read.entry.id)).catch(() => undefined);
+          current = undefined;
+          continue;
+        default:
+          // Corrupt: remove it and try again.
+          await core.store.delete([job.key]).catch(() => undefined);
+          current = undefined;
+          continue;
+      }
+    }
+  }
+
+  #lockWait(key: string, outcome: 'value' | 'acquired' | 'timeout', durationMs: number): void {
+    if (this.#core.events.wants('lock-wait')) this.#core.emit('lock-wait', { key, outcome, durationMs });
+  }
+
+  /**
+   * Runs the loader and writes its value with a compare-and-set on `expect` (our lease, the
+   * entry being refreshed, or `''` for "still absent"). The lease is renewed while the loader
+   * runs and released if it fails.
+   */
+  async #load<T>(
+    job: Job<T>,
+    plan: { readonly expect: string; readonly lease: Lease | undefined; readonly stale: Entry | undefined },
+    background = false,
+  ): Promise<Loaded<T>> {
+    const core = this.#core;
+    const renewal = plan.lease === undefined ? undefined : this.#renew(plan.lease, job.opts);
+    const started = core.clock.now();
+    let value: T;
+    try {
+      value = await this.#callLoader(job, plan.stale, background);
+    } catch (error) {
+      if (plan.lease !== undefined) void this.#releaseLease(plan.lease);
+      throw error;
+    } finally {
+      clearInterval(renewal);
+    }
+    return { value, written: this.#write(job, value, core.clock.now() - started, plan.expect, plan.lease) };
+  }
+
+  /** An outcome with no background work: the flight ends with it. */
+  #now<T>(loaded: Loaded<T>): Outcome<T> {
+    return { value: loaded.value, done: DONE };
+  }
+
+  /** Renews a lease every third of its TTL while a loader runs; a dead process stops renewing. */
+  #renew(lease: Lease, opts: ResolvedEntryOptions): NodeJS.Timeout | undefined {
+    const ttl = opts.lock === false ? DEFAULT_LEASE_TTL : opts.lock.ttl;
+    const timer = setInterval(
+      () => {
+        this.#core.store
+          .setIf([{ key: lease.key, expect: lease.prefix, value: lease.wire, ttl }])
+          .catch((error: unknown) => this.#core.storeError('renew', lease.key, error));
+      },
+      Math.max(10, Math.floor(ttl / 3)),
+    );
+    timer.unref();
+    return timer;
+  }
+
+  /** Gives a lease up and wakes whoever waits for it. Never rejects. */
+  #releaseLease(lease: Lease): Promise<unknown> {
+    const core = this.#core;
+    return core.store
+      .deleteIf(lease.key, lease.prefix, { channel: core.coordination.channel, message: lease.key })
+      .catch((error: unknown) => core.storeError('release', lease.key, error));
+  }
+
+  /** Calls the loader (hard timeout, schema), counting and reporting. */
+  async #callLoader<T>(job: Job<T>, stale: Entry | undefined, background: boolean): Promise<T> {
+    const core = this.#core;
+    core.counters.loads++;
+    const started = core.clock.now();
+    try {
+      let value = (await runLoader(
+        job.loader,
+        job.flight,
+        { key: job.userKey, stale: stale?.value as T | undefined, background },
+        job.opts.hardTimeout,
+      )) as T;
+      if (job.schema !== undefined && value !== undefined) {
+        const result = await validate(job.schema, value, job.key);
+        if (!result.ok) throw result.error;
+        value = result.value;
+      }
+      if (core.events.wants('load')) core.emit('load', { key: job.key, durationMs: core.clock.now() - started, background });
+      return value;
+    } catch (error) {
+      core.counters.loadErrors++;
+      if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
+      if (core.events.wants('load-error')) {
+        const failSafe = stale !== undefined && core.clock.now() < stale.staleUntil;
+        core.emit('load-error', { key: job.key, durationMs: core.clock.now() - started, background, error, failSafe });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Writes a loaded value with a compare-and-set on `expect`. Issued synchronously (so later
+   * commands on the connection see it), settled in the background; never rejects.
+   */
+  #write<T>(job: Job<T>, value: T, loadMs: number, expect: string, lease: Lease | undefined): Promise<unknown> {
+    const core = this.#core;
+    if (job.flight.invalidated) {
+      this.#skipped(job.key);
+      return lease === undefined ? DONE : this.#releaseLease(lease);
+    }
+    const now = core.clock.now();
+    const kind: EntryKind = value === undefined ? 'n' : 'v';
+    const write = this.#entryWrite(job.key, value, kind, loadMs, now, job.opts, job.codec);
+    if (write === undefined) return lease === undefined ? DONE : this.#releaseLease(lease);
+    const notify: Notice | undefined = lease === undefined ? undefined : { channel: core.coordination.channel, message: job.key };
+    return core.store.setIf([{ ...write, expect, notify }]).then(
+      ([written]) => {
+        if (written !== true) this.#skipped(job.key);
+      },
+      (error: unknown) => {
+        core.counters.writeErrors++;
+        core.storeError('set', job.key, error);
+        if (lease !== undefined) return this.#releaseLease(lease);
+        return undefined;
+      },
+    );
+  }
+
+  #skipped(key: string): void {
+    this.#core.counters.writesSkipped++;
+    if (this.#core.events.wants('write-skipped')) this.#core.emit('write-skipped', { key, reason: 'invalidated' });
+  }
+
+  /**
+   * Encodes an entry for the store, or `undefined` when nothing is to be stored (TTL 0) or the
+   * value cannot be serialized (reported, not thrown: the caller already has its value).
+   */
+  #entryWrite(
+    key: string,
+    value: unknown,
+    kind: EntryKind,
+    loadMs: number,
+    now: number,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    onError: 'report' | 'throw' = 'report',
+  ): StoreWrite | undefined {
+    const ttl = kind === 'n' ? opts.negativeTtl : opts.ttl;
+    if (ttl === 0) return undefined;
+    const fresh = ttl === Infinity ? Infinity : Math.max(1, ttl * (1 - opts.jitter * Math.random()));
+    const freshUntil = now + fresh;
+    const staleUntil = freshUntil + opts.grace;
+    let wire: Wire;
+    try {
+      wire = codec.encode({ kind, id: newEntryId(), createdAt: now, freshUntil, staleUntil, loadMs, tags: undefined }, value);
+    } catch (cause) {
+      const error = new SerializationError(
+        `Cannot serialize the value with the ${codec.serializer.name} serializer: ${cause instanceof Error ? cause.message : String(cause)}`,
+        { cause, key },
+      );
+      if (onError === 'throw') throw error;
+      this.#core.storeError('serialize', key, error);
+      return undefined;
+    }
+    return { key, value: wire, ttl: staleUntil - now };
+  }
+
+  // --- stale serving and refresh ---------------------------------------------------------------
+
+  /** A stale entry within grace: serve it now or after the soft timeout, refreshing it. */
+  async #fromStale<T>(job: Job<T>, entry: Entry): Promise<Outcome<T>> {
+    const core = this.#core;
+    if (job.opts.timeout === 0) {
+      this.#hit(job.key, entry, true);
+      return { value: entry.value as T, done: this.#refresh(job, entry, 'stale') };
+    }
+    // Refresh in the foreground, racing the soft timeout.
+    const lock = await this.#refreshLock(job);
+    if (lock === 'held') {
+      // Someone else refreshes: wait for their write as long as the soft timeout allows.
+      const until = core.clock.now() + Math.min(job.opts.timeout, job.opts.lock === false ? 0 : job.opts.lock.wait);
+      let delay = POLL_START_MS;
+      for (;;) {
+        const now = core.clock.now();
+        if (now >= until) break;
+        await core.coordination.wait(job.key, Math.min(delay, until - now));
+        delay = Math.min(delay * 2, POLL_MAX_MS);
+        const read = await this.#read(job.key, job.codec, job.schema);
+        if (read.state === 'fresh') {
+          this.#hit(job.key, read.entry, false);
+          return { value: read.entry.value as T, done: DONE };
+        }
+      }
+      this.#hit(job.key, entry, true);
+      return { value: entry.value as T, done: DONE };
+    }
+    const load = this.#load(job, { expect: casPrefix(entry.kind, entry.id), lease: undefined, stale: entry }).finally(() => {
+      void this.#unlock(lock);
+    });
+    let raced: Loaded<T> | typeof TIMED_OUT;
+    try {
+      raced = await softTimeout(load, job.opts.timeout);
+    } catch (error) {
+      return this.#failSafe(job, entry, error);
+    }
+    if (raced === TIMED_OUT) {
+      this.#hit(job.key, entry, true);
+      if (core.events.wants('refresh')) core.emit('refresh', { key: job.key, reason: 'soft-timeout' });
+      core.counters.refreshes++;
+      // The load goes on in the background; the flight is released once it ends (written, or
+      // failed and backed off).
+      const done = load.then(
+        (loaded) => loaded.written,
+        (error: unknown) => this.#failSafe(job, entry, error).catch(() => undefined),
+      );
+      return { value: entry.value as T, done };
+    }
+    return this.#now(raced);
+  }
+
+  /**
+   * The loader failed while a stale entry exists: serve it (fail-safe) if it is still within
+   * grace, and keep it fresh for `failSafeBackoff` so the failing source is not asked again on
+   * every read. Past grace, the caller gets the loader's error.
+   */
+  async #failSafe<T>(job: Job<T>, entry: Entry, error: unknown): Promise<Outcome<T>> {
+    const core = this.#core;
+    const now = core.clock.now();
+    if (now >= entry.staleUntil) throw error;
+    this.#hit(job.key, entry, true);
+    if (job.opts.failSafeBackoff > 0 && !job.flight.invalidated) {
+      const freshUntil = Math.min(now + job.opts.failSafeBackoff, entry.staleUntil);
+      let wire: Wire | undefined;
+      try {
+        wire = job.codec.encode({ ...entry, id: newEntryId(), freshUntil }, entry.value);
+      } catch {
+        wire = undefined;
+      }
+      if (wire !== undefined) {
+        void core.store
+          .setIf([{ key: job.key, expect: casPrefix(entry.kind, entry.id), value: wire, ttl: entry.staleUntil - now }])
+          .catch((e: unknown) => core.storeError('set', job.key, e));
+      }
+    }
+    return { value: entry.value as T, done: DONE };
+  }
+
+  /** Early refresh of a fresh entry, when due (refresh-ahead threshold or XFetch). */
+  #maybeRefreshEarly<T>(job: Job<T>, entry: Entry): Promise<unknown> {
+    const early = job.opts.earlyRefresh;
+    if (early === false || entry.freshUntil === Infinity) return DONE;
+    const now = this.#core.clock.now();
+    const due =
+      (early.ahead < 1 && now >= entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead) ||
+      (early.beta > 0 && entry.loadMs > 0 && now - entry.loadMs * early.beta * Math.log(Math.random()) >= entry.freshUntil);
+    return due ? this.#refresh(job, entry, 'early') : DONE;
+  }
+
+  /** Refreshes `entry` in the background, once across processes. Never rejects. */
+  async #refresh<T>(job: Job<T>, entry: Entry, reason: 'early' | 'stale'): Promise<void> {
+    const core = this.#core;
+    core.counters.refreshes++;
+    if (core.events.wants('refresh')) core.emit('refresh', { key: job.key, reason });
+    const lock = await this.#refreshLock(job);
+    if (lock === 'held') return;
+    try {
+      const loaded = await this.#load(job, { expect: casPrefix(entry.kind, entry.id), lease: undefined, stale: entry }, true);
+      await loaded.written;
+    } catch (error) {
+      // Reported by #callLoader; keep serving the stale entry, backed off.
+      if (reason === 'stale') await this.#failSafe(job, entry, error).catch(() => undefined);
+    } finally {
+      await this.#unlock(lock);
+    }
+  }
+
+  /**
+   * The lock guarding the refresh of an existing entry: ours (`Lease`), `'held'` by another
+   * process, or `undefined` when locking is off or the store failed (refresh anyway).
+   */
+  async #refreshLock<T>(job: Job<T>): Promise<Lease | 'held' | undefined> {
+    const core = this.#core;
+    if (job.opts.lock === false || !core.store.shared) return undefined;
+    const id = newEntryId();
+    const key = refreshLockKey(job.key);
+    const lease: Lease = { key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
+    try {
+      const [current] = await core.store.lease([{ key, value: lease.wire, ttl: job.opts.lock.ttl }], false);
+      return current === undefined ? lease : 'held';
+    } catch (error) {
+      core.storeError('lock', job.key, error);
+      return undefined;
+    }
+  }
+
+  #unlock(lock: Lease | 'held' | undefined): Promise<unknown> {
+    if (lock === undefined || lock === 'held') return DONE;
+    return this.#core.store.deleteIf(lock.key, lock.prefix).catch(() => undefined);
+  }
+
+  // --- reading ------------------------------------------------------------------------------
+
+  async #read(key: string, codec: EntryCodec, schema: StandardSchemaV1<unknown, unknown> | undefined): Promise<Read> {
+    let wire: Wire | undefined;
+    try {
+      wire = await this.#core.store.get(key, codec.binary);
+    } catch (error) {
+      this.#core.storeError('get', key, error);
+      return ERROR;
+    }
+    return wire === undefined ? ABSENT : this.#classify(key, wire, codec, schema);
+  }
+
+  /** Decodes and classifies a stored value; reports (and counts) corrupt and invalid entries. */
+  #classify(
+    key: string,
+    wire: Wire,
+    codec: EntryCodec,
+    schema: StandardSchemaV1<unknown, unknown> | undefined,
+  ): Read | Promise<Read> {
+    const entry = codec.decode(wire);
+    if (entry instanceof CorruptEntry) {
+      this.#corrupt(key, entry.reason, entry.cause);
+      return CORRUPT;
+    }
+    if (entry.kind === 'p') return { state: 'pending', entry };
+    if (entry.kind !== 'v' && entry.kind !== 'n') {
+      this.#corrupt(key, 'format', undefined);
+      return CORRUPT;
+    }
+    if (schema === undefined || entry.kind === 'n') return this.#age(entry);
+    const result = validate(schema, entry.value, key);
+    const check = (r: Awaited<typeof result>): Read => {
+      if (!r.ok) {
+        this.#corrupt(key, 'schema', r.error);
+        return { state: 'invalid', entry };
+      }
+      (entry as { value: unknown }).value = r.value;
+      return this.#age(entry);
+    };
+    return result instanceof Promise ? result.then(check) : check(result);
+  }
+
+  #age(entry: Entry): Read {
+    const now = this.#core.clock.now();
+    if (now < entry.freshUntil) return { state: 'fresh', entry };
+    if (now < entry.staleUntil) return { state: 'stale', entry };
+    return { state: 'expired', entry };
+  }
+
+  #corrupt(key: string, reason: 'format' | 'codec' | 'payload' | 'schema', error: unknown): void {
+    const core = this.#core;
+    core.counters.corrupt++;
+    if (core.events.wants('corrupt')) core.emit('corrupt', error === undefined ? { key, reason } : { key, reason, error });
+  }
+
+  #hit(key: string, entry: Entry, stale: boolean): void {
+    const counters = this.#core.counters;
+    counters.hits++;
+    if (stale) counters.staleHits++;
+    if (entry.kind === 'n') counters.negativeHits++;
+    if (this.#core.events.wants('hit')) this.#core.emit('hit', { key, tier: 'l2', stale });
+  }
+
+  #miss(key: string): void {
+    this.#core.counters.misses++;
+    if (this.#core.events.wants('miss')) this.#core.emit('miss', { key });
+  }
+
+  /** A read failed: `undefined` when failing open, else a `StoreError`. */
+  #readFailed(operation: string, key: string | undefined, error: unknown): undefined {
+    if (!this.#core.failOpen) throw toStoreError(error);
+    this.#core.storeError(operation, key, error);
+    return undefined;
+  }
+
+  #writeFailed(operation: string, key: string | undefined, error: unknown): void {
+    this.#core.counters.writeErrors++;
+    if (!this.#core.failOpen) throw toStoreError(error);
+    this.#core.storeError(operation, key, error);
+  }
+
+  #open(signal?: AbortSignal): void {
+    if (this.#core.closed) throw new ClosedError();
+    if (signal?.aborted === true) throw new AbortError({ cause: signal.reason });
+  }
+
+  /**
+   * The cached value of `key`, or `undefined` on a miss (a cached "not found" reads as
+   * `undefined` too). Corrupt or invalid entries are deleted and read as misses. When the store
+   * fails: `undefined` (fail-open, with a `store-error` event) or a `StoreError` when `failOpen`
+   * is `false`.
+   */
+  async get<T = unknown>(key: string, options?: GetOptions<T>): Promise<T | undefined> {
+    this.#open(options?.signal);
+    const fullKey = this.#keys.full(key);
+    const codec = this.#core.codec(options?.serializer);
+    let wire: Wire | undefined;
+    try {
+      wire = await this.#core.store.get(fullKey, codec.binary);
+    } catch (error) {
+      return this.#readFailed('get', fullKey, error);
+    }
+    return this.#answer<T>(fullKey, wire, codec, options);
+  }
+
+  /** Turns a stored value into the answer of `get`/`getMany`, cleaning up unreadable entries. */
+  async #answer<T>(
+    key: string,
+    wire: Wire | undefined,
+    codec: EntryCodec,
+    options: GetOptions<T> | undefined,
+  ): Promise<T | undefined> {
+    if (wire === undefined) {
+      this.#miss(key);
+      return undefined;
+    }
+    const read = await this.#classify(key, wire, codec, options?.schema);
+    if (read.state === 'fresh' || (read.state === 'stale' && options?.allowStale === true)) {
+      this.#hit(key, read.entry, read.state === 'stale');
+      return read.entry.kind === 'n' ? undefined : (read.entry.value as T);
+    }
+    this.#miss(key);
+    if (read.state === 'corrupt') void this.#core.store.delete([key]).catch(() => undefined);
+    else if (read.state === 'invalid') {
+      void this.#core.store.deleteIf(key, casPrefix(read.entry.kind, read.entry.id)).catch(() => undefined);
+    }
+    return undefined;
+  }
+
+  /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
+  async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
+    this.#open(options?.signal);
+    const fullKey = this.#keys.full(key);
+    const codec = this.#core.codec(options?.serializer);
+    let wire: Wire | undefined;
+    try {
+      wire = await this.#core.store.get(fullKey, codec.binary);
+    } catch (error) {
+      return this.#readFailed('has', fullKey, error) ?? false;
+    }
+    if (wire === undefined) return false;
+    const read = await this.#classify(fullKey, wire, codec, undefined);
+    if (read.state !== 'fresh' && !(read.state === 'stale' && options?.allowStale === true)) return false;
+    return read.entry.kind === 'v';
+  }
+
+  /** The values of `keys` in one round trip, in order (`undefined` for misses). */
+  async getMany<T = unknown>(keys: readonly string[], options?: GetOptions<T>): Promise<(T | undefined)[]> {
+    this.#open(options?.signal);
+    if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
+    const fullKeys = keys.map((key) => this.#keys.full(key));
+    const codec = this.#core.codec(options?.serializer);
+    let wires: (Wire | undefined)[];
+    try {
+      wires = await this.#core.store.getMany(fullKeys, codec.binary);
+    } catch (error) {
+      this.#readFailed('getMany', undefined, error);
+      return fullKeys.map(() => undefined);
+    }
+    return Promise.all(fullKeys.map((key, i) => this.#answer<T>(key, wires[i], codec, options)));
+  }
+
+  // --- writing ------------------------------------------------------------------------------
+
+  /**
+   * Stores `value` under `key` (replacing what is there, including a load in progress, whose
+   * result will not be written). `undefined` stores a "not found" (with `negativeTtl`); a TTL
+   * of `0` deletes the key. Throws a `SerializationError` for values the serializer refuses.
+   */
+  async set(key: string, value: unknown, options?: SetOptions): Promise<void> {
+    this.#open();
+    const fullKey = this.#keys.full(key);
+    const opts = resolveEntryOptions(this.#core.defaults, options);
+    const codec = this.#core.codec(options?.serializer);
+    const write = this.#entryWrite(
+      fullKey,
+      value,
+      value === undefined ? 'n' : 'v',
+      0,
+      this.#core.clock.now(),
+      opts,
+      codec,
+      'throw',
+    );
+    this.#core.flights.invalidate(fullKey);
+    try {
+      if (write === undefined) await this.#core.store.delete([fullKey]);
+      else await this.#core.store.set(write.key, write.value, write.ttl);
+    } catch (error) {
+      this.#writeFailed('set', fullKey, error);
+    }
+  }
+
+  /** Stores many entries in one round trip. Every value is serialized before anything is sent. */
+  async setMany(entries: readonly SetManyEntry[]): Promise<void> {
+    this.#open();
+    if (!Array.isArray(entries)) throw new InvalidOptionError('entries', `expected an array, got ${describe(entries)}`);
+    const now = this.#core.clock.now();
+    const writes: StoreWrite[] = [];
+    const deletes: string[] = [];
+    for (const entry of entries) {
+      const fullKey = this.#keys.full(entry.key);
+      const opts = resolveEntryOptions(this.#core.defaults, entry);
+      const codec = this.#core.codec(entry.serializer);
+      const kind = entry.value === undefined ? 'n' : 'v';
+      const write = this.#entryWrite(fullKey, entry.value, kind, 0, now, opts, codec, 'throw');
+      if (write === undefined) deletes.push(fullKey);
+      else writes.push(write);
+    }
+    for (const write of writes) this.#core.flights.invalidate(write.key);
+    for (const key of deletes) this.#core.flights.invalidate(key);
+    try {
+      await Promise.all([this.#core.store.setMany(writes), deletes.length > 0 ? this.#core.store.delete(deletes) : DONE]);
+    } catch (error) {
+      this.#writeFailed('setMany', undefined, error);
+    }
+  }
+
+  /**
+   * Deletes `key`; `true` if it existed. A load in progress for it will not write its result
+   * (it read the data before it changed).
+   */
+  async delete(key: string): Promise<boolean> {
+    this.#open();
+    const fullKey = this.#keys.full(key);
+    this.#core.flights.invalidate(fullKey);
+    try {
+      return (await this.#core.store.delete([fullKey])) > 0;
+    } catch (error) {
+      this.#writeFailed('delete', fullKey, error);
+      return false;
+    }
+  }
+
+  /** Deletes many keys in one round trip; returns how many existed. */
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    this.#open();
+    if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
+    const fullKeys = keys.map((key) => this.#keys.full(key));
+    for (const key of fullKeys) this.#core.flights.invalidate(key);
+    try {
+      return await this.#core.store.delete(fullKeys);
+    } catch (error) {
+      this.#writeFailed('deleteMany', undefined, error);
+      return 0;
+    }
+  }
+
+  /**
+   * Deletes every entry of this namespace (children included) with `SCAN` + `UNLINK` in
+   * batches; returns how many keys were removed. Other namespaces are untouched.
+   */
+  async clear(): Promise<number> {
+    this.#open();
+    this.#core.flights.invalidatePrefix(this.#keys.prefix);
+    try {
+      return await this.#core.store.clear(this.#keys.prefix);
+    } catch (error) {
+      this.#writeFailed('clear', undefined, error);
+      return 0;
+    }
+  }
+
+  // --- getOrSetMany -----------------------------------------------------------------------
+
+  /**
+   * `getOrSet` for many keys: one round trip to read them all, the batch loader called once
+   * with only the keys that missed, one round trip to write. A key already being loaded (by a
+   * concurrent `getOrSet` or `getOrSetMany`) is joined, not loaded twice. Values come back in
+   * the order of `keys`.
+   */
+  async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<T[]> {
+    const core = this.#core;
+    this.#open(options?.signal);
+    if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
+    if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
+    const fullKeys = keys.map((key) => this.#keys.full(key));
+    const signal = options?.signal;
+    const promises = new Map<string, Promise<T>>();
+    const members: Member<T>[] = [];
+    fullKeys.forEach((fullKey, i) => {
+      const key = keys[i]!;
+      if (promises.has(fullKey)) return;
+      const running = core.flights.get<T>(fullKey);
+      if (running !== undefined) {
+        promises.set(fullKey, running.join(signal));
+        return;
+      }
+      const member = new Member<T>(fullKey, key);
+      member.flight = core.flights.start<T>(fullKey, () => member.promise);
+      members.push(member);
+      promises.set(fullKey, member.flight.join(signal));
+    });
+    if (members.length > 0) void this.#resolveBatch(members, loader, options);
+    return Promise.all(fullKeys.map((key) => promises.get(key)!));
+  }
+
+  /** Resolves every member: one read, one batch load of the misses, one write. Never rejects. */
+  async #resolveBatch<T>(
+    members: Member<T>[],
+    loader: BatchLoader<T>,
+    options: GetOrSetManyOptions<T> | undefined,
+  ): Promise<void> {
+    const core = this.#core;
+    const opts = resolveEntryOptions(core.defaults, options);
+    const codec = core.codec(options?.serializer);
+    const schema = options?.schema;
+    // Each member behaves like a getOrSet job whose loader asks the batch loader for its key alone;
+    // that path serves the rare cases (waiting on another process, background refresh).
+    const single =
+      (member: Member<T>): Loader<T> =>
+      async ({ signal }) =>
+        pick(await loader([member.userKey], { signal }), member.userKey, 0);
+    const jobs = new Map(
+      members.map((m) => [
+        m,
+        { flight: m.flight, key: m.key, userKey: m.userKey, loader: single(m), opts, codec, schema } satisfies Job<T>,
+      ]),
+    );
+    try {
+      let reads: Read[];
+      try {
+        const wires = await core.store.getMany(
+          members.map((m) => m.key),
+          codec.binary,
+        );
+        reads = await Promise.all(
+          wires.map(async (wire, i) => (wire === undefined ? ABSENT : this.#classify(members[i]!.key, wire, codec, schema))),
+        );
+      } catch (error) {
+        core.storeError('getMany', undefined, error);
+        reads = members.map(() => ERROR);
+      }
+      const toLease: Member<T>[] = [];
+      const unleased: Member<T>[] = [];
+      const cleanup: Promise<unknown>[] = [];
+      members.forEach((member, i) => {
+        const read = reads[i]!;
+        const job = jobs.get(member)!;
+        if (options?.forceFresh === true && (read.state === 'fresh' || read.state === 'stale')) {
+          // Load now, replacing exactly the entry we saw.
+          this.#miss(member.key);
+          member.expect = casPrefix(read.entry.kind, read.entry.id);
+          unleased.push(member);
+          return;
+        }
+        switch (read.state) {
+          case 'fresh':
+            this.#hit(member.key, read.entry, false);
+            member.settle({ value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry) });
+            return;
+          case 'stale':
+          case 'pending':
+            // Rare paths: handled one key at a time, like getOrSet.
+            this.#obtain(job, read).then(
+              (outcome) => member.settle(outcome),
+              (error: unknown) => member.fail(error),
+            );
+            return;
+          case 'error':
+            this.#miss(member.key);
+            unleased.push(member);
+            return;
+          case 'corrupt':
+            cleanup.push(core.store.delete([member.key]).catch(() => undefined));
+            break;
+          case 'expired':
+          case 'invalid':
+            cleanup.push(core.store.deleteIf(member.key, casPrefix(read.entry.kind, read.entry.id)).catch(() => undefined));
+            break;
+          default:
+            break;
+        }
+        this.#miss(member.key);
+        toLease.push(member);
+      });
+      await Promise.all(cleanup);
+      // One round trip for every lease.
+      const leased: Member<T>[] = [...unleased];
+      if (toLease.length > 0) {
+        const leaseTtl = opts.lock === false ? DEFAULT_LEASE_TTL : opts.lock.ttl;
+        const leases = toLease.map((m) => {
+          const id = newEntryId();
+          m.lease = { key: m.key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
+          return { key: m.key, value: m.lease.wire, ttl: leaseTtl };
+        });
+        let replies: (Wire | undefined)[];
+        try {
+          replies = await core.store.lease(leases, codec.binary);
+        } catch (error) {
+          core.storeError('lease', undefined, error);
+          replies = toLease.map(() => undefined);
+          for (const m of toLease) m.lease = undefined;
+        }
+        await Promise.all(
+          toLease.map(async (member, i) => {
+            const reply = replies[i];
+            if (reply === undefined) {
+              leased.push(member);
+              return;
+            }
+            // Someone got there first (value, or their lease): resolve like getOrSet would.
+            member.lease = undefined;
+            const job = jobs.get(member)!;
+            const read = await this.#classify(member.key, reply, codec, schema);
+            const outcome =
+              read.state === 'fresh'
+                ? (this.#hit(member.key, read.entry, false), Promise.resolve({ value: read.entry.value as T, done: DONE }))
+                : read.state === 'pending'
+                  ? this.#leaseAndLoad(job, read.entry)
+                  : this.#obtain(job, read);
+            outcome.then(
+              (o) => member.settle(o),
+              (error: unknown) => member.fail(error),
+            );
+          }),
+        );
+      }
+      if (leased.length > 0) await this.#loadBatch(leased, loader, opts, codec, schema);
+    } catch (error) {
+      for (const member of members) member.fail(error);
+    }
+  }
+
+  /** Calls the batch loader once for `members` and writes every result in one round trip. */
+  async #loadBatch<T>(
+    members: Member<T>[],
+    loader: BatchLoader<T>,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    schema: StandardSchemaV1<unknown, T> | undefined,
+  ): Promise<void> {
+    const core = this.#core;
+    const controller = new AbortController();
+    // The batch is abandoned only when every key's callers have gone.
+    let remaining = members.length;
+    for (const m of members) {
+      m.flight.signal.addEventListener(
+        'abort',
+        () => {
+          if (--remaining === 0) controller.abort(m.flight.signal.reason);
+        },
+        { once: true },
+      );
+    }
+    const renewals = members.flatMap((m) => (m.lease === undefined ? [] : [this.#renew(m.lease, opts)]));
+    const started = core.clock.now();
+    core.counters.loads++;
+    let loaded: ReadonlyMap<string, T> | readonly (T | undefined)[];
+    try {
+      const call = Promise.resolve(
+        loader(
+          members.map((m) => m.userKey),
+          { signal: controller.signal },
+        ),
+      );
+      loaded = await (opts.hardTimeout === Infinity ? call : withHardTimeout(call, opts.hardTimeout, controller));
+      if (!(loaded instanceof Map) && !Array.isArray(loaded)) {
+        throw new TypeError('A batch loader must return a Map or an array');
+      }
+    } catch (error) {
+      core.counters.loadErrors++;
+      if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
+      if (core.events.wants('load-error')) {
+        for (const m of members) {
+          core.emit('load-error', {
+            key: m.key,
+            durationMs: core.clock.now() - started,
+            background: false,
+            error,
+            failSafe: false,
+          });
+        }
+      }
+      for (const m of members) {
+        if (m.lease !== undefined) void this.#releaseLease(m.lease);
+        m.fail(error);
+      }
+      return;
+    } finally {
+      for (const timer of renewals) clearInterval(timer);
+    }
+    const loadMs = core.clock.now() - started;
+    if (core.events.wants('load')) {
+      for (const m of members) core.emit('load', { key: m.key, durationMs: loadMs, background: false });
+    }
+    const now = core.clock.now();
+    const writes: (ConditionalWrite & { member: Member<T> })[] = [];
+    await Promise.all(
+      members.map(async (member, i) => {
+        let value = pick(loaded, member.userKey, i);
+        if (schema !== undefined && value !== undefined) {
+          const checked = await validate(schema, value, member.key);
+          if (!checked.ok) {
+            if (member.lease !== undefined) void this.#releaseLease(member.lease);
+            member.fail(checked.error);
+            return;
+          }
+          value = checked.value;
+        }
+        member.value = value;
+        const write = member.flight.invalidated
+          ? undefined
+          : this.#entryWrite(member.key, value, value === undefined ? 'n' : 'v', loadMs, now, opts, codec);
+        if (member.flight.invalidated) this.#skipped(member.key);
+        if (write === undefined) {
+          if (member.lease !== undefined) void this.#releaseLease(member.lease);
+          member.settle({ value, done: DONE });
+          return;
+        }
+        writes.push({
+          ...write,
+          expect: member.lease?.prefix ?? member.expect,
+          notify: member.lease === undefined ? undefined : { channel: core.coordination.channel, message: member.key },
+          member,
+        });
+      }),
+    );
+    if (writes.length === 0) return;
+    // One round trip for every write; callers get their values as soon as it is sent.
+    void core.store.setIf(writes.map(({ member: _member, ...write }) => write)).then(
+      (results) =>
+        results.forEach((ok, i) => {
+          if (!ok) this.#skipped(writes[i]!.key);
+        }),
+      (error: unknown) => {
+        core.counters.writeErrors++;
+        core.storeError('setMany', undefined, error);
+        return Promise.all(writes.map((w) => (w.member.lease === undefined ? DONE : this.#releaseLease(w.member.lease))));
+      },
+    );
+    for (const w of writes) w.member.settle({ value: w.member.value as T, done: DONE });
+  }
+
+  // --- lifecycle -------------------------------------------------------------------------------
+
+  /**
+   * Stops the cache: later calls reject with `ClosedError`, the cache's subscription ends, and
+   * the store is closed (it closes the connections it opened, never a client you passed in).
+   */
+  async close(): Promise<void> {
+    const core = this.#core;
+    if (core.closed) return;
+    core.closed = true;
+    await core.coordination.close();
+    await core.store.close();
+  }
+}
+
+/** One key of a `getOrSetMany` batch: its flight, and a deferred outcome. */
+class Member<T> {
+  readonly key: string;
+  readonly userKey: string;
+  flight!: Flight<T>;
+  lease: Lease | undefined;
+  /** Without a lease: the entry the write must replace (`''`: the key must still be absent). */
+  expect = '';
+  value: T | undefined;
+  readonly promise: Promise<T>;
+  #resolve!: (value: T) => void;
+  #reject!: (error: unknown) => void;
+  #settled = false;
+
+  constructor(key: string, userKey: string) {
+    this.key = key;
+    this.userKey = userKey;
+    this.promise = new Promise<T>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  /** Resolves the callers now, and releases the flight once `done` (the write) is over. */
+  settle(outcome: Outcome<T>): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#resolve(outcome.value);
+    const release = () => this.flight.release();
+    void outcome.done.then(release, release);
+  }
+
+  fail(error: unknown): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#reject(error);
+    this.flight.release();
+  }
+}
+
+function pick<T>(results: ReadonlyMap<string, T> | readonly (T | undefined)[], key: string, index: number): T {
+  return (results instanceof Map ? results.get(key) : (results as readonly (T | undefined)[])[index]) as T;
+}
+
+function withHardTimeout<T>(promise: Promise<T>, ms: number, controller: AbortController): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const error = new LoaderTimeoutError(ms);
+      controller.abort(error);
+      reject(error);
+    }, ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+function toStoreError(error: unknown): StoreError {
+  if (isStoreError(error)) return error;
+  return new StoreError('E_STORE_UNAVAILABLE', `The store failed: ${error instanceof Error ? error.message : String(error)}`, {
+    cause: error,
+  });
+}
+
+/**
+ * Creates a cache. Every option is optional: without a store it keeps entries in memory.
+ *
+ * @example
+ * const cache = createCache({ store: redisStore({ client }), namespace: 'shop', ttl: 60_000 });
+ * const user = await cache.getOrSet(`user:${id}`, ({ signal }) => db.users.find(id, { signal }));
+ */
+export function createCache(options: CacheOptions = {}): Cache {
+  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');
+  for (const name of Object.keys(options)) {
+    if (!CACHE_OPTION_NAMES.has(name)) throw new InvalidOptionError(name, 'unknown option');
+  }
+  const namespace = checkNamespace('namespace', options.namespace ?? 'larder');
+  const version = checkVersion('version', options.version ?? 1);
+  const maxKeyLength =
+    options.maxKeyLength === undefined ? DEFAULT_MAX_KEY_LENGTH : checkCount('maxKeyLength', options.maxKeyLength);
+  const keys = KeySpace.root(namespace, version, maxKeyLength);
+  return new Cache(new CacheCore(options, keys.prefix), keys);
+}

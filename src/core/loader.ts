@@ -1,0 +1,84 @@
+/**
+ * Running a loader: its context, its hard timeout, and the soft-timeout race against a stale
+ * value. Timers exist only while a load runs and are cleared when it settles, so a loader that
+ * never settles leaves nothing behind once its timeout fired.
+ */
+import { LoaderTimeoutError } from '../errors.js';
+import type { Flight } from './single-flight.js';
+
+/** What a loader receives. */
+export interface LoaderContext<T> {
+  /** The key as the caller gave it (without namespace). */
+  readonly key: string;
+  /**
+   * Aborted when every caller waiting for this load has gone, or when the hard timeout fires.
+   * Pass it to your database driver or `fetch` so abandoned work stops.
+   */
+  readonly signal: AbortSignal;
+  /** The stale value being refreshed, when there is one. */
+  readonly stale: T | undefined;
+  /** The load runs in the background: nobody waits for its result. */
+  readonly background: boolean;
+}
+
+/** Loads the value of a key; return `undefined` for "not found" (cached with `negativeTtl`). */
+export type Loader<T> = (context: LoaderContext<T>) => T | Promise<T>;
+
+/** Calls `loader` with the flight's signal, aborting it and rejecting after `hardTimeout` ms. */
+export function runLoader<T>(
+  loader: Loader<T>,
+  flight: Flight<T>,
+  context: Omit<LoaderContext<T>, 'signal'>,
+  hardTimeout: number,
+): Promise<T> {
+  const signal = flight.signal;
+  let result: Promise<T>;
+  try {
+    result = Promise.resolve(loader({ ...context, signal }));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  if (hardTimeout === Infinity) return result;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const error = new LoaderTimeoutError(hardTimeout, { key: flight.key });
+      flight.abort(error);
+      reject(error);
+    }, hardTimeout);
+    result.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** What {@link softTimeout} answers when the load is still running. */
+export const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/**
+ * Waits for `load` at most `ms`: its value, or {@link TIMED_OUT}. `load` keeps running either
+ * way. `0` returns at once, `Infinity` waits for good.
+ */
+export function softTimeout<T>(load: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  if (ms === Infinity) return load;
+  if (ms === 0) return Promise.resolve(TIMED_OUT);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(TIMED_OUT), ms);
+    load.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}

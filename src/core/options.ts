@@ -1,0 +1,282 @@
+/**
+ * Options: every option is documented once, on {@link CacheOptions}; per-call option types are
+ * `Pick`s of it, so documentation and types cannot drift apart.
+ *
+ * Durations are milliseconds everywhere. For each one the JSDoc says what `0` and `Infinity`
+ * mean; `undefined` always means "use the default" (the cache's, then the library's).
+ *
+ * Options resolve in three layers (library defaults, then the cache's, then the call's) into a
+ * frozen {@link ResolvedEntryOptions}; the defaults are never mutated.
+ */
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { InvalidOptionError } from '../errors.js';
+import type { CompressionOptions } from '../serializers/compression.js';
+import type { Serializer } from '../serializers/serializer.js';
+import type { Store } from '../stores/store.js';
+import type { Clock } from './clock.js';
+import { checkDuration, checkRatio } from './durations.js';
+
+export interface EarlyRefreshOptions {
+  /**
+   * XFetch aggressiveness (Vattani et al., VLDB 2015): a read refreshes the entry in the
+   * background when `now - loadMs * beta * ln(random()) >= freshUntil`, so slow loaders start
+   * earlier and refreshes spread over the fleet without coordination. `0` turns XFetch off.
+   * @default 1
+   */
+  beta?: number;
+  /**
+   * Refresh-ahead threshold, as a fraction of the fresh period: the first read after this much
+   * of it has elapsed refreshes in the background (`0.9`: in the last 10%). `1` turns it off.
+   * @default 0.9
+   */
+  ahead?: number;
+}
+
+export interface LockOptions {
+  /**
+   * How long a lease (the "I am loading this key" marker) lives, in ms. The holder renews it
+   * while its loader runs; if the holder dies, others take over after at most this long.
+   * @default 5_000
+   */
+  ttl?: number;
+  /**
+   * Longest time a caller waits for another process's load, in ms, before it runs the loader
+   * itself (its result is written only if the key was not written meanwhile). `0`: never wait.
+   * @default 5_000
+   */
+  wait?: number;
+}
+
+export interface CacheOptions {
+  /**
+   * Where entries live: `redisStore()` / `ioredisStore()` for Redis, or `memoryStore()`.
+   * @default memoryStore()
+   */
+  store?: Store;
+  /**
+   * First segment of every key (`<namespace>:v<version>:<key>`); `clear()` removes exactly this
+   * namespace. 1-64 characters from `[A-Za-z0-9_.-]`.
+   * @default 'larder'
+   */
+  namespace?: string;
+  /**
+   * Key version: bump it when the shape of cached values changes and every old entry becomes
+   * invisible at once (they expire on their own). A non-negative integer or a short token.
+   * @default 1
+   */
+  version?: number | string;
+  /**
+   * How long an entry stays fresh, in ms. `0`: values are not cached (loaders always run, still
+   * deduplicated). `Infinity`: entries never expire — the only way to store without a TTL.
+   * @default 60_000
+   */
+  ttl?: number;
+  /**
+   * Random reduction of each TTL, as a fraction (`0.05`: up to 5% shorter), so keys written
+   * together do not expire together. `0` turns it off.
+   * @default 0.05
+   */
+  jitter?: number;
+  /**
+   * How long after it stops being fresh an entry may still be served stale, in ms: while the
+   * loader refreshes it (stale-while-revalidate), or when the loader fails (fail-safe). `0`:
+   * never serve stale. `Infinity`: keep stale entries forever.
+   * @default 0
+   */
+  grace?: number;
+  /**
+   * TTL of "not found" entries (a loader returned `undefined`), in ms. `0`: not-found results
+   * are not cached. `Infinity` is refused.
+   * @default Math.min(ttl, 30_000)
+   */
+  negativeTtl?: number;
+  /**
+   * Soft loader timeout, in ms, when a stale value exists: after this long the caller gets the
+   * stale value and the load goes on in the background. `0`: return stale at once
+   * (stale-while-revalidate). `Infinity`: always wait for the loader.
+   * @default 0
+   */
+  timeout?: number;
+  /**
+   * Hard loader timeout, in ms: the loader's signal is aborted and the caller gets the stale
+   * value (fail-safe) or a `LoaderTimeoutError`. `Infinity`: none.
+   * @default Infinity
+   */
+  hardTimeout?: number;
+  /**
+   * When the loader fails and a stale value is served, the entry is kept fresh for this long so a
+   * failing database is not asked again on every request, in ms. `0`: retry on the next read.
+   * @default 5_000
+   */
+  failSafeBackoff?: number;
+  /**
+   * Refresh hot entries before they expire, in the background. `false` turns it off.
+   * @default { beta: 1, ahead: 0.9 }
+   */
+  earlyRefresh?: EarlyRefreshOptions | false;
+  /**
+   * Run each loader once across every process sharing the store (a lease in Redis). `false`:
+   * each process loads on its own (still once per process). Ignored for unshared stores.
+   * @default { ttl: 5_000, wait: 5_000 }
+   */
+  lock?: LockOptions | false;
+  /**
+   * Turns values into stored payloads. Entries written by another serializer read as misses.
+   * @default jsonSerializer
+   */
+  serializer?: Serializer;
+  /**
+   * Compress payloads above a size threshold. `false`: never.
+   * @default false
+   */
+  compression?: CompressionOptions | false;
+  /**
+   * Longest accepted key (after the namespace), in UTF-16 code units. Longer keys throw an
+   * `InvalidKeyError` before any I/O.
+   * @default 1024
+   */
+  maxKeyLength?: number;
+  /**
+   * When the store fails on `get`, `has`, `getMany`, `set`, `setMany`, `delete`, `deleteMany` or
+   * `clear`: `true` answers as if the key were absent (reads) or skips the write, and reports a
+   * `store-error` event; `false` rejects with a `StoreError`. `getOrSet` always fails open: it
+   * has a loader to answer from.
+   * @default true
+   */
+  failOpen?: boolean;
+  /** Time source. @default the system clock */
+  clock?: Clock;
+}
+
+/** Options of one `getOrSet` call. */
+export interface GetOrSetOptions<T = unknown> extends Pick<
+  CacheOptions,
+  | 'ttl'
+  | 'jitter'
+  | 'grace'
+  | 'negativeTtl'
+  | 'timeout'
+  | 'hardTimeout'
+  | 'failSafeBackoff'
+  | 'earlyRefresh'
+  | 'lock'
+  | 'serializer'
+> {
+  /** Aborts this caller's wait (and the load, once every caller waiting on it has aborted). */
+  signal?: AbortSignal;
+  /**
+   * A Standard Schema (zod, valibot, arktype, …). A cached value that does not fit is a miss and
+   * is replaced; a loaded value that does not fit rejects with a `ValidationError` and is not
+   * cached.
+   */
+  schema?: StandardSchemaV1<unknown, T>;
+  /** Skip the cache read and load now (the result is still cached). */
+  forceFresh?: boolean;
+}
+
+/** Options of one `getOrSetMany` call. */
+export type GetOrSetManyOptions<T = unknown> = GetOrSetOptions<T>;
+
+/** Options of one `set` / `setMany` entry. */
+export type SetOptions = Pick<CacheOptions, 'ttl' | 'jitter' | 'grace' | 'negativeTtl' | 'serializer'>;
+
+/** Options of one `get` / `getMany` / `has` call. */
+export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'> {
+  /** Also return a stale value (past its fresh period, within grace). @default false */
+  allowStale?: boolean;
+  /** Like `GetOrSetOptions.schema`: a value that does not fit reads as a miss. */
+  schema?: StandardSchemaV1<unknown, T>;
+  signal?: AbortSignal;
+}
+
+/** Everything an entry's lifetime depends on, resolved and frozen. */
+export interface ResolvedEntryOptions {
+  readonly ttl: number;
+  readonly jitter: number;
+  readonly grace: number;
+  readonly negativeTtl: number;
+  readonly timeout: number;
+  readonly hardTimeout: number;
+  readonly failSafeBackoff: number;
+  readonly earlyRefresh: Readonly<Required<EarlyRefreshOptions>> | false;
+  readonly lock: Readonly<Required<LockOptions>> | false;
+}
+
+export const LIBRARY_DEFAULTS: ResolvedEntryOptions = Object.freeze({
+  ttl: 60_000,
+  jitter: 0.05,
+  grace: 0,
+  negativeTtl: 30_000,
+  timeout: 0,
+  hardTimeout: Infinity,
+  failSafeBackoff: 5_000,
+  earlyRefresh: Object.freeze({ beta: 1, ahead: 0.9 }),
+  lock: Object.freeze({ ttl: 5_000, wait: 5_000 }),
+});
+
+type EntryOptionsInput = Pick<CacheOptions, keyof ResolvedEntryOptions>;
+
+function resolveEarlyRefresh(
+  value: EarlyRefreshOptions | false | undefined,
+  base: ResolvedEntryOptions['earlyRefresh'],
+): ResolvedEntryOptions['earlyRefresh'] {
+  if (value === undefined) return base;
+  if (value === false) return false;
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError('earlyRefresh', 'expected an object or false');
+  const from = base === false ? LIBRARY_DEFAULTS.earlyRefresh : base;
+  if (from === false) return false;
+  const beta = value.beta === undefined ? from.beta : value.beta;
+  if (typeof beta !== 'number' || !(beta >= 0) || !Number.isFinite(beta)) {
+    throw new InvalidOptionError('earlyRefresh.beta', `expected a finite number >= 0, got ${String(beta)}`);
+  }
+  const ahead = value.ahead === undefined ? from.ahead : checkRatio('earlyRefresh.ahead', value.ahead);
+  return Object.freeze({ beta, ahead });
+}
+
+function resolveLock(value: LockOptions | false | undefined, base: ResolvedEntryOptions['lock']): ResolvedEntryOptions['lock'] {
+  if (value === undefined) return base;
+  if (value === false) return false;
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError('lock', 'expected an object or false');
+  const from = base === false ? LIBRARY_DEFAULTS.lock : base;
+  if (from === false) return false;
+  return Object.freeze({
+    ttl: value.ttl === undefined ? from.ttl : checkDuration('lock.ttl', value.ttl, { zero: false }),
+    wait: value.wait === undefined ? from.wait : checkDuration('lock.wait', value.wait),
+  });
+}
+
+/**
+ * Applies `input` over `base`. Returns `base` itself when `input` sets nothing, so calls without
+ * entry options allocate nothing.
+ */
+export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOptionsInput | undefined): ResolvedEntryOptions {
+  if (input === undefined) return base;
+  const { ttl, jitter, grace, negativeTtl, timeout, hardTimeout, failSafeBackoff, earlyRefresh, lock } = input;
+  if (
+    ttl === undefined &&
+    jitter === undefined &&
+    grace === undefined &&
+    negativeTtl === undefined &&
+    timeout === undefined &&
+    hardTimeout === undefined &&
+    failSafeBackoff === undefined &&
+    earlyRefresh === undefined &&
+    lock === undefined
+  ) {
+    return base;
+  }
+  const resolvedTtl = ttl === undefined ? base.ttl : checkDuration('ttl', ttl, { infinity: true });
+  return Object.freeze({
+    ttl: resolvedTtl,
+    jitter: jitter === undefined ? base.jitter : checkRatio('jitter', jitter),
+    grace: grace === undefined ? base.grace : checkDuration('grace', grace, { infinity: true }),
+    // The negative TTL follows an explicitly shorter TTL unless it is set itself.
+    negativeTtl: negativeTtl === undefined ? Math.min(base.negativeTtl, resolvedTtl) : checkDuration('negativeTtl', negativeTtl),
+    timeout: timeout === undefined ? base.timeout : checkDuration('timeout', timeout, { infinity: true }),
+    hardTimeout:
+      hardTimeout === undefined ? base.hardTimeout : checkDuration('hardTimeout', hardTimeout, { infinity: true, zero: false }),
+    failSafeBackoff: failSafeBackoff === undefined ? base.failSafeBackoff : checkDuration('failSafeBackoff', failSafeBackoff),
+    earlyRefresh: resolveEarlyRefresh(earlyRefresh, base.earlyRefresh),
+    lock: resolveLock(lock, base.lock),
+  });
+}

@@ -1,0 +1,63 @@
+/** Counters kept by every cache; `cache.stats()` returns a snapshot. Plain fields: cheap to bump. */
+export interface CacheStats {
+  /** Reads answered from the cache (fresh or stale). */
+  readonly hits: number;
+  /** Hits served past their fresh period (stale-while-revalidate, soft timeout, fail-safe). */
+  readonly staleHits: number;
+  /** Hits on a cached "not found". */
+  readonly negativeHits: number;
+  /** Reads that found nothing usable. */
+  readonly misses: number;
+  /** Loader calls (foreground and background). */
+  readonly loads: number;
+  /** Loader calls that threw or timed out. */
+  readonly loadErrors: number;
+  /** Loader calls stopped by the hard timeout. */
+  readonly loadTimeouts: number;
+  /** Background refreshes started (early refresh, stale-while-revalidate). */
+  readonly refreshes: number;
+  /** Entries that could not be read (corrupt, foreign serializer, failed schema); each was deleted. */
+  readonly corrupt: number;
+  /** Store failures absorbed (a read answered as a miss, a write dropped) instead of thrown. */
+  readonly failOpen: number;
+  /** Store writes that failed. */
+  readonly writeErrors: number;
+  /** Loaded values not written because the key was invalidated while loading. */
+  readonly writesSkipped: number;
+  /** Times a caller waited for another process's load. */
+  readonly lockWaits: number;
+}
+
+export class Counters implements CacheStats {
+  hits = 0;
+  staleHits = 0;
+  negativeHits = 0;
+  misses = 0;
+  loads = 0;
+  loadErrors = 0;
+  loadTimeouts = 0;
+  refreshes = 0;
+  corrupt = 0;
+  failOpen = 0;
+  writeErrors = 0;
+  writesSkipped = 0;
+  lockWaits = 0;
+
+  snapshot(): CacheStats {
+    return Object.freeze({
+      hits: this.hits,
+      staleHits: this.staleHits,
+      negativeHits: this.negativeHits,
+      misses: this.misses,
+      loads: this.loads,
+      loadErrors: this.loadErrors,
+      loadTimeouts: this.loadTimeouts,
+      refreshes: this.refreshes,
+      corrupt: this.corrupt,
+      failOpen: this.failOpen,
+      writeErrors: this.writeErrors,
+      writesSkipped: this.writesSkipped,
+      lockWaits: this.lockWaits,
+    });
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * What the Redis store needs from a client library. `redis.ts` (node-redis) and `ioredis.ts`
+ * implement it; everything else (deadlines, circuit breaker, scripts, pub/sub multiplexing)
+ * lives once in `redis-store.ts`.
+ *
+ * @module
+ */
+
+export type RedisArg = string | Buffer;
+export type RedisCommand = readonly RedisArg[];
+
+/** A dedicated connection for pub/sub, owned (and closed) by the store. */
+export interface DriverSubscriber {
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
+  unsubscribe(channel: string): Promise<void>;
+  /** Reports losing (`false`) and regaining (`true`) the connection. */
+  onConnection(listener: (connected: boolean) => void): void;
+  close(): Promise<void>;
+}
+
+export interface RedisDriver {
+  /** `redis` or `ioredis`. */
+  readonly name: string;
+  /** A cluster client: multi-key commands are split by hash slot. */
+  readonly cluster: boolean;
+
+  /** `GET key`, as text or bytes. */
+  get(key: string, binary: boolean): Promise<unknown>;
+  /** `MGET` (one per slot on a cluster, sent together); replies in the order of `keys`. */
+  mget(keys: readonly string[], binary: boolean): Promise<unknown[]>;
+  /** One command; `key` routes it on a cluster. */
+  send(command: RedisCommand, key: string | undefined, binary: boolean): Promise<unknown>;
+  /**
+   * Commands written together (one round trip per node). Each command's `keys[i]` routes it.
+   * Replies come back in order; a failed command's reply is its `Error`.
+   */
+  batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]>;
+  /** `UNLINK` (per slot on a cluster); returns how many keys existed. */
+  unlink(keys: readonly string[]): Promise<number>;
+  /** Batches of keys matching `pattern`, from every master, with `SCAN` (never `KEYS`). */
+  scan(pattern: string, count: number): AsyncIterable<string[]>;
+  publish(channel: string, message: string): Promise<unknown>;
+  /** A new dedicated pub/sub connection. */
+  subscriber(): Promise<DriverSubscriber>;
+
+  /** `true` for an error reply from Redis (as opposed to a connection failure). */
+  isReplyError(error: unknown): boolean;
+  /** The client is connected and ready for commands. */
+  ready(): boolean;
+  /** Client-specific health figures (queue lengths, …). */
+  details(): Record<string, number | string | boolean>;
+  /** Registers a listener for connection errors (which would otherwise be unhandled). */
+  onError(listener: (error: unknown) => void): void;
+  /** Closes what the driver created; never the client the user passed in. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,378 @@
+/**
+ * The Redis store, shared by both client libraries: every command passes the circuit breaker
+ * and the coarse deadline timer, conditional writes are Lua scripts (sent by SHA, reloaded on
+ * `NOSCRIPT`), and one dedicated connection carries every pub/sub channel the store serves.
+ */
+import { createHash } from 'node:crypto';
+import { systemClock, type Clock } from '../core/clock.js';
+import { optionalDuration } from '../core/durations.js';
+import type { Wire } from '../core/entry.js';
+import { CircuitOpenError, InvalidOptionError, StoreError } from '../errors.js';
+import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resilience/breaker.js';
+import { Deadlines } from '../resilience/deadlines.js';
+import type { DriverSubscriber, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import type {
+  ConditionalWrite,
+  LeaseRequest,
+  Notice,
+  Store,
+  StoreStatus,
+  StoreWrite,
+  SubscribeHandlers,
+  Subscription,
+} from './store.js';
+
+/** Options shared by `redisStore()` and `ioredisStore()`. */
+export interface RedisConnectionOptions {
+  /**
+   * Longest wait for any single Redis command, in ms. A command that takes longer rejects with a
+   * `CommandTimeoutError` (and counts as a breaker failure); `getOrSet` then answers from the
+   * loader. Enforced by one coarse timer for all commands in flight (overshoot up to a quarter of
+   * the timeout), not a timer per command. `Infinity` turns it off.
+   * @default 500
+   */
+  commandTimeout?: number;
+  /**
+   * Circuit breaker settings, or `false` to send every command whatever happened before.
+   * @default { failureThreshold: 5, cooldown: 1_000, maxCooldown: 30_000 }
+   */
+  breaker?: BreakerOptions | false;
+  /** Called for connection errors and breaker transitions; Larder never logs by itself. */
+  onEvent?: (event: RedisStoreEvent) => void;
+  /** Time source (for the breaker's cooldown). @default the system clock */
+  clock?: Clock;
+}
+
+export type RedisStoreEvent =
+  { readonly type: 'breaker'; readonly state: BreakerState } | { readonly type: 'connection-error'; readonly error: unknown };
+
+/** A Lua script, sent by SHA and by source when Redis does not know it (yet). */
+export class LuaScript {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+/**
+ * Writes `ARGV[2]` (with PX `ARGV[3]`, none when empty) if the value starts with `ARGV[1]`, or
+ * if the key is absent when `ARGV[1]` is empty; then publishes `ARGV[5]` on channel `ARGV[4]`
+ * when one is given. PUBLISH touches no key, so the script stays single-slot on a cluster.
+ */
+export const SET_IF = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+local expect = ARGV[1]
+if expect == '' then
+  if cur then return 0 end
+elseif (not cur) or string.sub(cur, 1, #expect) ~= expect then
+  return 0
+end
+if ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
+`);
+
+/** Deletes the key if its value starts with `ARGV[1]`, then publishes `ARGV[3]` on `ARGV[2]` when given. */
+export const DELETE_IF = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  return 1
+end
+return 0
+`);
+
+/** `SET NX PX GET` for Redis < 7.0, which refuses NX with GET. */
+const LEASE_FALLBACK = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`);
+
+/** Redis error replies that mean "unavailable right now", as opposed to "wrong request". */
+const UNAVAILABLE_REPLY = /^(LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|READONLY)\b/;
+const SCAN_COUNT = 1000;
+const UNLINK_BATCH = 500;
+
+/** Exponential backoff with full jitter, capped at 5 s: a fleet does not reconnect in lockstep. */
+export function reconnectDelay(retries: number): number {
+  return Math.round(Math.random() * Math.min(5_000, 50 * 2 ** Math.min(retries, 10)));
+}
+
+function px(ttl: number): string {
+  return ttl === Infinity ? '' : String(Math.max(1, Math.ceil(ttl)));
+}
+
+function setCommand(key: string, value: Wire, ttl: number): RedisCommand {
+  const v = value as RedisArg;
+  return ttl === Infinity ? ['SET', key, v] : ['SET', key, v, 'PX', px(ttl)];
+}
+
+function nullToUndefined(reply: unknown): Wire | undefined {
+  return reply === null || reply === undefined ? undefined : (reply as Wire);
+}
+
+/** Shared by both Redis drivers; see {@link Store}. */
+export class RedisStore implements Store {
+  readonly name: string;
+  readonly shared = true;
+  readonly driver: RedisDriver;
+  readonly #deadlines: Deadlines;
+  readonly #breaker: CircuitBreaker | undefined;
+  readonly #onEvent: ((event: RedisStoreEvent) => void) | undefined;
+  #nativeLease = true;
+  #subscriber: Promise<DriverSubscriber> | undefined;
+  readonly #channels = new Map<string, Set<SubscribeHandlers>>();
+  #closed = false;
+
+  constructor(driver: RedisDriver, options: RedisConnectionOptions) {
+    this.name = driver.name;
+    this.driver = driver;
+    this.#onEvent = options.onEvent;
+    const timeout = optionalDuration('commandTimeout', options.commandTimeout, 500, { infinity: true, zero: false });
+    if (options.breaker !== undefined && options.breaker !== false && typeof options.breaker !== 'object') {
+      throw new InvalidOptionError('breaker', 'expected an options object or false');
+    }
+    this.#breaker =
+      options.breaker === false
+        ? undefined
+        : new CircuitBreaker(
+            options.breaker ?? {},
+            (state) => this.#onEvent?.({ type: 'breaker', state }),
+            options.clock ?? systemClock,
+          );
+    this.#deadlines = new Deadlines(timeout, {
+      settled: (error) => {
+        if (this.#breaker === undefined) return;
+        if (error === undefined) this.#breaker.success();
+        else if (this.#isAvailabilityFailure(error)) this.#breaker.failure();
+      },
+    });
+    driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
+  }
+
+  /** Breaker state; also in {@link status}. */
+  get breakerState(): BreakerState {
+    return this.#breaker?.state ?? 'closed';
+  }
+
+  /** How many times the breaker opened since the store was created. */
+  get breakerOpens(): number {
+    return this.#breaker?.opens ?? 0;
+  }
+
+  #isAvailabilityFailure(error: unknown): boolean {
+    if (!this.driver.isReplyError(error)) return true;
+    return UNAVAILABLE_REPLY.test(String((error as { message?: unknown }).message));
+  }
+
+  /**
+   * Runs one command through the breaker and the deadline timer. Failures reject with a
+   * `StoreError` (or a subclass) whose `cause` is the client's error.
+   */
+  run<T>(command: () => Promise<T>): Promise<T> {
+    if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
+    let promise: Promise<T>;
+    try {
+      promise = command();
+    } catch (error) {
+      return Promise.reject(this.#wrap(error));
+    }
+    return this.#deadlines.track(promise).catch((error: unknown) => Promise.reject(this.#wrap(error)));
+  }
+
+  #wrap(error: unknown): StoreError {
+    if (error instanceof StoreError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new StoreError('E_STORE_UNAVAILABLE', `Redis failed: ${message}`, { cause: error });
+  }
+
+  /** Runs a script by SHA, loading it by source when Redis answers `NOSCRIPT`. */
+  script(script: LuaScript, keys: readonly string[], args: readonly RedisArg[], binary = false): Promise<unknown> {
+    const evalsha: RedisCommand = ['EVALSHA', script.sha, String(keys.length), ...keys, ...args];
+    return this.run(() =>
+      this.driver.send(evalsha, keys[0], binary).catch((error: unknown) => {
+        if (!isNoScript(error)) throw error;
+        return this.driver.send(['EVAL', script.source, String(keys.length), ...keys, ...args], keys[0], binary);
+      }),
+    );
+  }
+
+  /** Runs a script once per key in one round trip; `argsFor(i)` gives each call's arguments. */
+  #scriptBatch(script: LuaScript, keys: readonly string[], argsFor: (i: number) => readonly RedisArg[]): Promise<unknown[]> {
+    const build = (verb: 'EVALSHA' | 'EVAL', body: string): RedisCommand[] =>
+      keys.map((key, i) => [verb, body, '1', key, ...argsFor(i)]);
+    return this.run(async () => {
+      const replies = await this.driver.batch(build('EVALSHA', script.sha), keys, false);
+      if (!replies.some(isNoScript)) return throwFirstError(replies);
+      // EVAL also caches the script, so the next batch goes back to EVALSHA.
+      return throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
+    });
+  }
+
+  get(key: string, binary: boolean): Promise<Wire | undefined> {
+    return this.run(() => this.driver.get(key, binary)).then(nullToUndefined);
+  }
+
+  async getMany(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
+    if (keys.length === 0) return [];
+    const replies = await this.run(() => this.driver.mget(keys, binary));
+    return replies.map(nullToUndefined);
+  }
+
+  async set(key: string, value: Wire, ttl: number): Promise<void> {
+    await this.run(() => this.driver.send(setCommand(key, value, ttl), key, false));
+  }
+
+  async setMany(writes: readonly StoreWrite[]): Promise<void> {
+    if (writes.length === 0) return;
+    const commands = writes.map((w) => setCommand(w.key, w.value, w.ttl));
+    throwFirstError(
+      await this.run(() =>
+        this.driver.batch(
+          commands,
+          writes.map((w) => w.key),
+          false,
+        ),
+      ),
+    );
+  }
+
+  async setIf(writes: readonly ConditionalWrite[]): Promise<boolean[]> {
+    if (writes.length === 0) return [];
+    const replies = await this.#scriptBatch(
+      SET_IF,
+      writes.map((w) => w.key),
+      (i) => {
+        const w = writes[i]!;
+        return [w.expect, w.value as RedisArg, px(w.ttl), w.notify?.channel ?? '', w.notify?.message ?? ''];
+      },
+    );
+    return replies.map((reply) => Number(reply) === 1);
+  }
+
+  async lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]> {
+    if (requests.length === 0) return [];
+    const keys = requests.map((r) => r.key);
+    if (this.#nativeLease) {
+      const commands = requests.map((r): RedisCommand => ['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET']);
+      const replies = await this.run(() => this.driver.batch(commands, keys, binary));
+      const syntax = replies.find((reply) => reply instanceof Error && /syntax/i.test(reply.message));
+      if (syntax === undefined) return throwFirstError(replies).map(nullToUndefined);
+      // Redis < 7.0 refuses NX together with GET: use the script from now on.
+      this.#nativeLease = false;
+    }
+    const replies = await this.run(() =>
+      this.driver.batch(
+        requests.map((r): RedisCommand => ['EVAL', LEASE_FALLBACK.source, '1', r.key, r.value as RedisArg, px(r.ttl)]),
+        keys,
+        binary,
+      ),
+    );
+    return throwFirstError(replies).map(nullToUndefined);
+  }
+
+  async deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean> {
+    return Number(await this.script(DELETE_IF, [key], [expect, notify?.channel ?? '', notify?.message ?? ''])) === 1;
+  }
+
+  async delete(keys: readonly string[]): Promise<number> {
+    if (keys.length === 0) return 0;
+    return this.run(() => this.driver.unlink(keys));
+  }
+
+  async clear(prefix: string): Promise<number> {
+    let deleted = 0;
+    let batch: string[] = [];
+    // SCAN may return a key twice; UNLINK of an absent key is harmless and not counted.
+    for await (const keys of this.#scan(`${prefix}*`)) {
+      batch.push(...keys);
+      if (batch.length >= UNLINK_BATCH) {
+        const chunk = batch;
+        batch = [];
+        deleted += await this.run(() => this.driver.unlink(chunk));
+      }
+    }
+    if (batch.length > 0) deleted += await this.run(() => this.driver.unlink(batch));
+    return deleted;
+  }
+
+  async *#scan(pattern: string): AsyncIterable<string[]> {
+    const iterator = this.driver.scan(pattern, SCAN_COUNT)[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await this.run(() => iterator.next());
+      if (next.done === true) return;
+      yield next.value;
+    }
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.run(() => this.driver.publish(channel, message));
+  }
+
+  async subscribe(channel: string, handlers: SubscribeHandlers): Promise<Subscription> {
+    if (this.#closed) throw new StoreError('E_STORE_UNAVAILABLE', 'The store is closed');
+    this.#subscriber ??= this.driver.subscriber().then((subscriber) => {
+      subscriber.onConnection((connected) => {
+        for (const set of this.#channels.values()) for (const h of set) h.connection?.(connected);
+      });
+      return subscriber;
+    });
+    let subscriber: DriverSubscriber;
+    try {
+      subscriber = await this.#subscriber;
+    } catch (error) {
+      this.#subscriber = undefined;
+      throw this.#wrap(error);
+    }
+    let set = this.#channels.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.#channels.set(channel, set);
+      const listeners = set;
+      await subscriber.subscribe(channel, (message) => {
+        for (const h of listeners) h.message(message);
+      });
+    }
+    set.add(handlers);
+    return {
+      unsubscribe: async () => {
+        const current = this.#channels.get(channel);
+        if (current === undefined || !current.delete(handlers) || current.size > 0) return;
+        this.#channels.delete(channel);
+        await subscriber.unsubscribe(channel).catch(() => undefined);
+      },
+    };
+  }
+
+  status(): StoreStatus {
+    return {
+      ready: this.driver.ready(),
+      breaker: this.breakerState,
+      pending: this.#deadlines.pending,
+      details: this.driver.details(),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#deadlines.stop();
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    this.#channels.clear();
+    if (subscriber !== undefined) await subscriber.then((s) => s.close()).catch(() => undefined);
+    await this.driver.close();
+  }
+}
+
+function isNoScript(reply: unknown): boolean {
+  return reply instanceof Error && reply.message.startsWith('NOSCRIPT');
+}
+
+function throwFirstError(replies: unknown[]): unknown[] {
+  for (const reply of replies) if (reply instanceof Error) throw reply;
+  return replies;
+}

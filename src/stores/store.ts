@@ -1,0 +1,110 @@
+/**
+ * The store interface: what Larder needs from a place to keep entries (Redis, or memory).
+ *
+ * It is deliberately small and byte-oriented: keys are full keys (namespace included), values
+ * are encoded entries, TTLs are milliseconds. Serialization, envelopes, single flight, tiers and
+ * everything else live above it, so a driver stays a thin translation to its client library.
+ *
+ * The conditional operations (`setIf`, `lease`, `deleteIf`) are what make cross-process single
+ * flight and stale-set protection possible; each must be atomic in the store.
+ *
+ * @module
+ */
+import type { Wire } from '../core/entry.js';
+
+export type { Wire } from '../core/entry.js';
+
+/** A write: `ttl` in ms, `Infinity` for no expiry. */
+export interface StoreWrite {
+  readonly key: string;
+  readonly value: Wire;
+  readonly ttl: number;
+}
+
+/** A message published (atomically, with the write or delete) when a conditional operation succeeds. */
+export interface Notice {
+  readonly channel: string;
+  readonly message: string;
+}
+
+/** A write that only happens if the current value starts with `expect` (`''`: the key is absent). */
+export interface ConditionalWrite extends StoreWrite {
+  readonly expect: string;
+  /** Published if the write happens. */
+  readonly notify?: Notice | undefined;
+}
+
+/** A lease request: write `value` (with `ttl`) only if `key` is absent. */
+export interface LeaseRequest {
+  readonly key: string;
+  readonly value: Wire;
+  readonly ttl: number;
+}
+
+export interface SubscribeHandlers {
+  /** A message arrived on the channel. */
+  message(message: string): void;
+  /**
+   * The subscription lost its connection (`false`: messages may be missed from now on) or got it
+   * back (`true`). Not called for stores that cannot lose messages.
+   */
+  connection?(connected: boolean): void;
+}
+
+export interface Subscription {
+  unsubscribe(): Promise<void>;
+}
+
+/** A connection health snapshot, for stats and metrics. */
+export interface StoreStatus {
+  /** `true` when commands can be sent now. */
+  readonly ready: boolean;
+  /** Circuit breaker state; `closed` for stores without one. */
+  readonly breaker: 'closed' | 'open' | 'half-open';
+  /** Commands sent and not answered yet. */
+  readonly pending: number;
+  /** Anything the client library reports (queue lengths, pool sizes, …). */
+  readonly details?: Readonly<Record<string, number | string | boolean>>;
+}
+
+export interface Store {
+  /** For logs and metrics: `memory`, `redis`, `ioredis`, … */
+  readonly name: string;
+  /**
+   * `true` when several processes share this store (Redis). Larder then coordinates loads across
+   * processes (leases) and relies on it for invalidation messages.
+   */
+  readonly shared: boolean;
+
+  /** The value, or `undefined` when the key is absent. `binary` asks for bytes instead of text. */
+  get(key: string, binary: boolean): Promise<Wire | undefined>;
+  /** Many values in one round trip, in the order of `keys`. */
+  getMany(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]>;
+  /** Writes unconditionally. */
+  set(key: string, value: Wire, ttl: number): Promise<void>;
+  /** Many unconditional writes in one round trip. */
+  setMany(writes: readonly StoreWrite[]): Promise<void>;
+  /** Conditional writes in one round trip; each atomic. Returns which ones were written. */
+  setIf(writes: readonly ConditionalWrite[]): Promise<boolean[]>;
+  /**
+   * For each request, atomically: if the key is absent, write the value and answer `undefined`
+   * (the lease is yours); otherwise answer the current value (`SET NX PX GET`). One round trip.
+   */
+  lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]>;
+  /** Deletes `key` only if its value starts with `expect`, publishing `notify` if it did. Atomic. */
+  deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean>;
+  /** Deletes keys in one round trip; returns how many existed. */
+  delete(keys: readonly string[]): Promise<number>;
+  /** Deletes every key starting with `prefix`, in batches (never `KEYS`); returns how many. */
+  clear(prefix: string): Promise<number>;
+
+  /** Sends a message to every subscriber of `channel` (in every process sharing the store). */
+  publish(channel: string, message: string): Promise<void>;
+  /** Receives the messages of `channel` until `unsubscribe()`. */
+  subscribe(channel: string, handlers: SubscribeHandlers): Promise<Subscription>;
+
+  /** Connection health. */
+  status(): StoreStatus;
+  /** Releases what the store opened. Never closes a client the user passed in. */
+  close(): Promise<void>;
+}

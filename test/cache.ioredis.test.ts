@@ -1,0 +1,3 @@
+import { cacheSuite } from './suites/cache-suite.js';
+
+cacheSuite('ioredis');

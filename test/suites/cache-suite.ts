@@ -1,0 +1,735 @@
+/**
+ * The cache behaviour suite, run against every store driver (see `test/cache.*.test.ts`).
+ */
+import { getEventListeners } from 'node:events';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  createCache,
+  gzip,
+  InvalidKeyError,
+  InvalidOptionError,
+  isLarderError,
+  msgpackSerializer,
+  SerializationError,
+  ValidationError,
+  type Cache,
+  type CacheOptions,
+  type LoaderContext,
+  type Serializer,
+} from '../../src/index.js';
+import type { Store } from '../../src/stores/store.js';
+import { harness, type DriverName, type Harness } from '../helpers/harness.js';
+import { eventually, ManualClock, sleep, uniqueNamespace } from '../helpers/redis.js';
+
+/** A tiny Standard Schema, so the suite needs no validation library. */
+function schemaOf<T>(check: (value: unknown) => value is T) {
+  return {
+    '~standard': {
+      version: 1 as const,
+      vendor: 'test',
+      validate: (value: unknown) => (check(value) ? { value } : { issues: [{ message: 'does not fit' }] }),
+    },
+  };
+}
+
+interface User {
+  id: number;
+  name: string;
+}
+const isUser = (v: unknown): v is User =>
+  typeof v === 'object' && v !== null && typeof (v as User).id === 'number' && typeof (v as User).name === 'string';
+
+/** Counts every call made to a store, to prove "before any I/O" and round-trip claims. */
+function spyStore(store: Store): { store: Store; calls: string[] } {
+  const calls: string[] = [];
+  const proxy = new Proxy(store, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        calls.push(String(property));
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { store: proxy, calls };
+}
+
+export function cacheSuite(driver: DriverName): void {
+  describe(`cache over ${driver}`, () => {
+    let h: Harness;
+    const caches: Cache[] = [];
+
+    beforeAll(async () => {
+      h = await harness(driver);
+    });
+    afterEach(async () => {
+      await Promise.all(caches.splice(0).map((c) => c.close()));
+    });
+    afterAll(async () => {
+      await h.close();
+    });
+
+    async function make(options: Omit<CacheOptions, 'store'> = {}, store?: Store): Promise<Cache> {
+      const storeOptions = options.clock === undefined ? {} : { clock: options.clock };
+      const cache = createCache({
+        namespace: uniqueNamespace(driver),
+        ...options,
+        store: store ?? (await h.store(storeOptions)),
+      });
+      caches.push(cache);
+      return cache;
+    }
+
+    describe('getOrSet', () => {
+      it('loads on a miss, then answers from the cache', async () => {
+        const cache = await make();
+        const loader = vi.fn(async ({ key }: LoaderContext<User>) => ({ id: 1, name: `user ${key}` }));
+        expect(await cache.getOrSet('user:1', loader)).toEqual({ id: 1, name: 'user user:1' });
+        expect(await cache.getOrSet('user:1', loader)).toEqual({ id: 1, name: 'user user:1' });
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(loader.mock.calls[0]![0]).toMatchObject({ key: 'user:1', stale: undefined, background: false });
+        expect(loader.mock.calls[0]![0].signal).toBeInstanceOf(AbortSignal);
+        expect(cache.stats()).toMatchObject({ hits: 1, misses: 1, loads: 1 });
+      });
+
+      it('caches null as a value, distinct from a miss', async () => {
+        const cache = await make();
+        const loader = vi.fn(async () => null);
+        expect(await cache.getOrSet('k', loader)).toBeNull();
+        expect(await cache.getOrSet('k', loader)).toBeNull();
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(await cache.get('k')).toBeNull();
+        expect(await cache.has('k')).toBe(true);
+        expect(await cache.get('absent')).toBeUndefined();
+        expect(await cache.has('absent')).toBe(false);
+      });
+
+      it('caches "not found" (undefined) with the negative TTL', async () => {
+        const cache = await make({ ttl: 60_000, negativeTtl: 2_000 });
+        const loader = vi.fn(async () => undefined);
+        for (let i = 0; i < 50; i++) expect(await cache.getOrSet('missing', loader)).toBeUndefined();
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(await cache.has('missing')).toBe(false);
+        const ttl = await h.raw.ttl(`${cache.prefix}missing`);
+        expect(ttl).toBeGreaterThan(2_000 * 0.94);
+        expect(ttl).toBeLessThanOrEqual(2_000);
+        expect(cache.stats().negativeHits).toBe(49);
+      });
+
+      it('sets a TTL on every key it writes, within the jitter bounds', async () => {
+        const cache = await make({ ttl: 10_000, jitter: 0.1 });
+        await Promise.all(Array.from({ length: 50 }, (_, i) => cache.getOrSet(`k${i}`, () => i)));
+        await cache.set('explicit', 1);
+        await cache.setMany([{ key: 'many', value: 2 }]);
+        const ttls = await Promise.all(
+          [...Array.from({ length: 50 }, (_, i) => `k${i}`), 'explicit', 'many'].map((k) => h.raw.ttl(`${cache.prefix}${k}`)),
+        );
+        for (const ttl of ttls) {
+          expect(ttl).toBeGreaterThan(10_000 * 0.9 - 500);
+          expect(ttl).toBeLessThanOrEqual(10_000);
+        }
+        // Jitter spreads expiries: keys written together do not all expire together.
+        expect(new Set(ttls.map((t) => Math.round(t! / 50))).size).toBeGreaterThan(5);
+      });
+
+      it('stores forever only with an explicit ttl: Infinity, and not at all with ttl: 0', async () => {
+        const cache = await make();
+        await cache.getOrSet('forever', () => 1, { ttl: Infinity });
+        expect(await h.raw.ttl(`${cache.prefix}forever`)).toBe(Infinity);
+        const loader = vi.fn(() => 2);
+        await cache.getOrSet('never', loader, { ttl: 0 });
+        await cache.getOrSet('never', loader, { ttl: 0 });
+        expect(loader).toHaveBeenCalledTimes(2);
+        expect(await h.raw.get(`${cache.prefix}never`)).toBeUndefined();
+      });
+
+      it('adds grace to the stored TTL', async () => {
+        const cache = await make({ ttl: 1_000, grace: 5_000, jitter: 0 });
+        await cache.getOrSet('g', () => 1);
+        const ttl = await h.raw.ttl(`${cache.prefix}g`);
+        expect(ttl).toBeGreaterThan(5_500);
+        expect(ttl).toBeLessThanOrEqual(6_000);
+      });
+
+      it('rejects invalid keys with a typed error before any I/O', async () => {
+        const spy = spyStore(await h.store());
+        const cache = await make({ maxKeyLength: 10 }, spy.store);
+        const loader = vi.fn(() => 1);
+        for (const key of ['', 'x'.repeat(11), 42, null, undefined, {}] as unknown as string[]) {
+          await expect(cache.getOrSet(key, loader)).rejects.toBeInstanceOf(InvalidKeyError);
+          await expect(cache.get(key)).rejects.toBeInstanceOf(InvalidKeyError);
+          await expect(cache.set(key, 1)).rejects.toBeInstanceOf(InvalidKeyError);
+          await expect(cache.delete(key)).rejects.toBeInstanceOf(InvalidKeyError);
+        }
+        await expect(cache.getMany(['ok', ''])).rejects.toBeInstanceOf(InvalidKeyError);
+        await expect(cache.getOrSetMany(['ok', 'x'.repeat(11)], () => [1, 2])).rejects.toBeInstanceOf(InvalidKeyError);
+        expect(loader).not.toHaveBeenCalled();
+        expect(spy.calls.filter((c) => c !== 'close')).toEqual([]);
+        const error = await cache.get('').catch((e: unknown) => e);
+        expect(isLarderError(error, 'E_INVALID_KEY')).toBe(true);
+        expect((error as Error).name).toBe('InvalidKeyError');
+      });
+
+      it('rejects a non-function loader and bad options with typed errors', async () => {
+        const cache = await make();
+        await expect(cache.getOrSet('k', 42 as never)).rejects.toBeInstanceOf(InvalidOptionError);
+        await expect(cache.getOrSet('k', () => 1, { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionError);
+        await expect(cache.getOrSet('k', () => 1, { ttl: Number.NaN })).rejects.toBeInstanceOf(InvalidOptionError);
+        await expect(cache.getOrSet('k', () => 1, { jitter: 2 })).rejects.toBeInstanceOf(InvalidOptionError);
+        await expect(cache.getOrSet('k', () => 1, { negativeTtl: Infinity })).rejects.toBeInstanceOf(InvalidOptionError);
+        expect(() => createCache({ ttl: -5 })).toThrow(InvalidOptionError);
+        expect(() => createCache({ namespace: 'bad name*' })).toThrow(InvalidOptionError);
+        expect(() => createCache({ tll: 5 } as never)).toThrow(/tll: unknown option/);
+      });
+
+      it('runs the loader once for 1,000 concurrent misses, and everyone gets the result', async () => {
+        const cache = await make();
+        let calls = 0;
+        const loader = async () => {
+          calls++;
+          await sleep(20);
+          return { n: 42 };
+        };
+        const results = await Promise.all(Array.from({ length: 1000 }, () => cache.getOrSet('hot', loader)));
+        expect(calls).toBe(1);
+        expect(new Set(results.map((r) => JSON.stringify(r)))).toEqual(new Set(['{"n":42}']));
+      });
+
+      it('shares one error with every waiter and never caches it', async () => {
+        const cache = await make();
+        let calls = 0;
+        const failing = async () => {
+          calls++;
+          await sleep(10);
+          throw new Error('db down');
+        };
+        const settled = await Promise.allSettled(Array.from({ length: 20 }, () => cache.getOrSet('e', failing)));
+        expect(calls).toBe(1);
+        const reasons = new Set(settled.map((s) => (s.status === 'rejected' ? s.reason : undefined)));
+        expect(reasons.size).toBe(1);
+        expect([...reasons][0]).toBeInstanceOf(Error);
+        expect(await cache.getOrSet('e', () => 'ok')).toBe('ok');
+        expect(calls).toBe(1);
+        expect(cache.stats().loadErrors).toBe(1);
+      });
+
+      it('rejects only the waiter whose signal aborts; the load goes on for the others', async () => {
+        const cache = await make();
+        let loaderSignal: AbortSignal | undefined;
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const loader = async ({ signal }: { signal: AbortSignal }) => {
+          loaderSignal = signal;
+          await gate;
+          return 'value';
+        };
+        const controller = new AbortController();
+        const aborted = cache.getOrSet('a', loader, { signal: controller.signal });
+        const patient = cache.getOrSet('a', loader);
+        await eventually(() => loaderSignal !== undefined);
+        controller.abort(new Error('client went away'));
+        const error = await aborted.catch((e: unknown) => e);
+        expect((error as Error).name).toBe('AbortError');
+        expect(isLarderError(error, 'E_ABORTED')).toBe(true);
+        expect((error as Error).cause).toEqual(new Error('client went away'));
+        expect(loaderSignal!.aborted).toBe(false);
+        release();
+        expect(await patient).toBe('value');
+        expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+        const settled = new AbortController();
+        expect(await cache.getOrSet('a2', () => 1, { signal: settled.signal })).toBe(1);
+        expect(getEventListeners(settled.signal, 'abort')).toHaveLength(0);
+      });
+
+      it('aborts the shared load when every waiter has gone, and leaves no listeners', async () => {
+        const cache = await make();
+        let loaderSignal: AbortSignal | undefined;
+        const loader = ({ signal }: { signal: AbortSignal }) => {
+          loaderSignal = signal;
+          return new Promise<string>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+        };
+        const controllers = [new AbortController(), new AbortController()];
+        const calls = controllers.map((c) => cache.getOrSet('b', loader, { signal: c.signal }));
+        await eventually(() => loaderSignal !== undefined);
+        controllers[0]!.abort();
+        await expect(calls[0]).rejects.toMatchObject({ name: 'AbortError' });
+        expect(loaderSignal!.aborted).toBe(false);
+        controllers[1]!.abort();
+        await expect(calls[1]).rejects.toMatchObject({ name: 'AbortError' });
+        expect(loaderSignal!.aborted).toBe(true);
+        for (const c of controllers) expect(getEventListeners(c.signal, 'abort')).toHaveLength(0);
+        // The next caller starts afresh.
+        expect(await cache.getOrSet('b', () => 'again')).toBe('again');
+      });
+
+      it('rejects at once with an AbortError for an already-aborted signal', async () => {
+        const cache = await make();
+        const loader = vi.fn(() => 1);
+        await expect(cache.getOrSet('c', loader, { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+        await expect(cache.get('c', { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+        expect(loader).not.toHaveBeenCalled();
+      });
+
+      it('validates cached values with a Standard Schema: a misfit is a miss and is replaced', async () => {
+        const cache = await make();
+        const schema = schemaOf(isUser);
+        await cache.set('u', { id: 'not a number' });
+        const corrupt = vi.fn();
+        cache.on('corrupt', corrupt);
+        const user = await cache.getOrSet('u', () => ({ id: 7, name: 'Ada' }), { schema });
+        expect(user).toEqual({ id: 7, name: 'Ada' });
+        expect(corrupt).toHaveBeenCalledWith(expect.objectContaining({ reason: 'schema' }));
+        expect(await cache.get('u', { schema })).toEqual({ id: 7, name: 'Ada' });
+      });
+
+      it('rejects a loaded value that does not fit the schema and does not cache it', async () => {
+        const cache = await make();
+        const schema = schemaOf(isUser);
+        const error = await cache.getOrSet('v', () => ({ id: 1 }) as unknown as User, { schema }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(ValidationError);
+        expect((error as ValidationError).issues[0]!.message).toBe('does not fit');
+        expect(await cache.get('v')).toBeUndefined();
+      });
+
+      it('forceFresh loads even on a hit and caches the result', async () => {
+        const cache = await make();
+        await cache.set('f', 1);
+        expect(await cache.getOrSet('f', () => 2, { forceFresh: true })).toBe(2);
+        expect(await cache.get('f')).toBe(2);
+      });
+
+      it('returns the value but reports a serialization failure instead of throwing', async () => {
+        const cache = await make();
+        const errors = vi.fn();
+        cache.on('store-error', errors);
+        const value = { big: 10n };
+        expect(await cache.getOrSet('s', () => value)).toBe(value);
+        expect(errors).toHaveBeenCalledWith(
+          expect.objectContaining({ operation: 'serialize', error: expect.any(SerializationError) }),
+        );
+        await expect(cache.set('s', value)).rejects.toBeInstanceOf(SerializationError);
+      });
+    });
+
+    describe('keys, namespaces and versions', () => {
+      it('builds ns:v1:key and keeps children under their parent', async () => {
+        const ns = uniqueNamespace(driver);
+        const cache = await make({ namespace: ns });
+        const users = cache.namespace('users');
+        expect(cache.prefix).toBe(`${ns}:v1:`);
+        expect(users.prefix).toBe(`${ns}:v1:users:`);
+        expect(cache.namespace('posts', { version: 3 }).prefix).toBe(`${ns}:v1:posts:v3:`);
+        await users.set('1', 'Ada');
+        expect(await h.raw.get(`${ns}:v1:users:1`)).toBeDefined();
+        expect(await users.get('1')).toBe('Ada');
+        expect(await cache.get('1')).toBeUndefined();
+        expect(() => cache.namespace('no:colons')).toThrow(InvalidOptionError);
+      });
+
+      it('bumping the version hides every old entry', async () => {
+        const ns = uniqueNamespace(driver);
+        const store = await h.store();
+        const v1 = createCache({ namespace: ns, version: 1, store });
+        await v1.set('k', 'old');
+        const v2 = createCache({ namespace: ns, version: 2, store });
+        expect(await v2.get('k')).toBeUndefined();
+        expect(await v2.getOrSet('k', () => 'new')).toBe('new');
+        expect(await v1.get('k')).toBe('old');
+        caches.push(v2);
+      });
+    });
+
+    describe('plain operations', () => {
+      it('get, set, has, delete', async () => {
+        const cache = await make();
+        expect(await cache.get('x')).toBeUndefined();
+        await cache.set('x', { a: 1 });
+        expect(await cache.get('x')).toEqual({ a: 1 });
+        expect(await cache.has('x')).toBe(true);
+        expect(await cache.delete('x')).toBe(true);
+        expect(await cache.delete('x')).toBe(false);
+        expect(await cache.get('x')).toBeUndefined();
+        await cache.set('y', 1, { ttl: 0 });
+        expect(await cache.has('y')).toBe(false);
+      });
+
+      it('getMany, setMany, deleteMany', async () => {
+        const cache = await make();
+        await cache.setMany([
+          { key: 'a', value: 1 },
+          { key: 'b', value: null },
+          { key: 'c', value: 'three', ttl: 5_000 },
+        ]);
+        expect(await cache.getMany(['a', 'b', 'c', 'd'])).toEqual([1, null, 'three', undefined]);
+        expect(await cache.deleteMany(['a', 'b', 'zz'])).toBe(2);
+        expect(await cache.getMany(['a', 'b', 'c'])).toEqual([undefined, undefined, 'three']);
+        expect(await cache.getMany([])).toEqual([]);
+      });
+
+      it('setMany serializes everything before sending anything', async () => {
+        const cache = await make();
+        await expect(
+          cache.setMany([
+            { key: 'ok', value: 1 },
+            { key: 'bad', value: 1n },
+          ]),
+        ).rejects.toBeInstanceOf(SerializationError);
+        expect(await cache.get('ok')).toBeUndefined();
+      });
+
+      it('clear removes this namespace (and its children) and nothing else', async () => {
+        const cache = await make();
+        const other = await make();
+        await Promise.all(Array.from({ length: 1200 }, (_, i) => cache.set(`k${i}`, i)));
+        await cache.namespace('child').set('c', 1);
+        await other.set('keep', 1);
+        expect(await cache.clear()).toBe(1201);
+        expect(await cache.get('k5')).toBeUndefined();
+        expect(await cache.namespace('child').get('c')).toBeUndefined();
+        expect(await other.get('keep')).toBe(1);
+      });
+
+      it('clear on a child namespace keeps the parent', async () => {
+        const cache = await make();
+        await cache.set('parent', 1);
+        await cache.namespace('child').set('c', 1);
+        await cache.namespace('child').clear();
+        expect(await cache.get('parent')).toBe(1);
+      });
+
+      it('set during a load wins: the loaded value is not written over it', async () => {
+        const cache = await make();
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const loading = cache.getOrSet('race', async () => {
+          await gate;
+          return 'old';
+        });
+        await sleep(20);
+        await cache.set('race', 'new');
+        release();
+        expect(await loading).toBe('old');
+        await eventually(async () => cache.stats().writesSkipped === 1);
+        expect(await cache.get('race')).toBe('new');
+      });
+
+      it('delete during a load wins: the loaded value is not written', async () => {
+        const cache = await make();
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const loading = cache.getOrSet('race', async () => {
+          await gate;
+          return 'old';
+        });
+        await sleep(20);
+        await cache.delete('race');
+        release();
+        expect(await loading).toBe('old');
+        await eventually(async () => cache.stats().writesSkipped === 1);
+        expect(await cache.get('race')).toBeUndefined();
+      });
+    });
+
+    describe('getOrSetMany', () => {
+      it('reads all keys at once, loads only the misses in one call, and caches them', async () => {
+        const cache = await make();
+        await cache.setMany([
+          { key: 'p1', value: 'cached 1' },
+          { key: 'p3', value: 'cached 3' },
+        ]);
+        const loader = vi.fn(async (keys: string[]) => new Map(keys.map((k) => [k, `loaded ${k}`])));
+        const values = await cache.getOrSetMany(['p1', 'p2', 'p3', 'p4', 'p2'], loader);
+        expect(values).toEqual(['cached 1', 'loaded p2', 'cached 3', 'loaded p4', 'loaded p2']);
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(loader.mock.calls[0]![0]).toEqual(['p2', 'p4']);
+        expect(await cache.getMany(['p2', 'p4'])).toEqual(['loaded p2', 'loaded p4']);
+        const again = await cache.getOrSetMany(['p1', 'p2', 'p3', 'p4'], loader);
+        expect(again).toEqual(['cached 1', 'loaded p2', 'cached 3', 'loaded p4']);
+        expect(loader).toHaveBeenCalledTimes(1);
+      });
+
+      it('accepts an array result and caches missing entries as "not found"', async () => {
+        const cache = await make();
+        const loader = vi.fn(async (keys: string[]) => keys.map((k) => (k === 'gone' ? undefined : k.toUpperCase())));
+        expect(await cache.getOrSetMany(['a', 'gone'], loader)).toEqual(['A', undefined]);
+        expect(await cache.getOrSetMany(['a', 'gone'], loader)).toEqual(['A', undefined]);
+        expect(loader).toHaveBeenCalledTimes(1);
+      });
+
+      it('shares loads with concurrent single-key calls, both ways', async () => {
+        const cache = await make();
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const single = vi.fn(async () => {
+          await gate;
+          return 'from single';
+        });
+        const batch = vi.fn(async (keys: string[]) => {
+          await gate;
+          return keys.map((k) => `from batch ${k}`);
+        });
+        const first = cache.getOrSet('shared', single);
+        await sleep(5);
+        const many = cache.getOrSetMany(['shared', 'other'], batch);
+        await sleep(5);
+        const second = cache.getOrSet('other', single);
+        release();
+        expect(await first).toBe('from single');
+        expect(await many).toEqual(['from single', 'from batch other']);
+        expect(await second).toBe('from batch other');
+        expect(single).toHaveBeenCalledTimes(1);
+        expect(batch).toHaveBeenCalledTimes(1);
+        expect(batch.mock.calls[0]![0]).toEqual(['other']);
+      });
+
+      it('gives every caller the batch loader error and caches nothing', async () => {
+        const cache = await make();
+        const loader = vi.fn(async () => {
+          throw new Error('batch failed');
+        });
+        await expect(cache.getOrSetMany(['x', 'y'], loader)).rejects.toThrow('batch failed');
+        expect(await cache.getOrSetMany(['x', 'y'], () => ['X', 'Y'])).toEqual(['X', 'Y']);
+      });
+
+      it('forceFresh reloads cached keys too', async () => {
+        const cache = await make();
+        await cache.set('f1', 'old');
+        expect(await cache.getOrSetMany(['f1', 'f2'], (keys) => keys.map((k) => `new ${k}`), { forceFresh: true })).toEqual([
+          'new f1',
+          'new f2',
+        ]);
+        expect(await cache.get('f1')).toBe('new f1');
+      });
+
+      it('rejects a batch loader that returns something else than a Map or an array', async () => {
+        const cache = await make();
+        await expect(cache.getOrSetMany(['x'], () => 'nope' as never)).rejects.toThrow(TypeError);
+      });
+    });
+
+    describe('serializers and corrupt entries', () => {
+      it('round-trips rich values with MessagePack', async () => {
+        const cache = await make({ serializer: msgpackSerializer() });
+        const value = {
+          when: new Date('2026-01-02T03:04:05Z'),
+          tags: new Set(['a']),
+          big: 2n ** 70n,
+          bytes: new Uint8Array([1, 2]),
+        };
+        await cache.set('rich', value);
+        expect(await cache.get('rich')).toEqual(value);
+      });
+
+      it('accepts a custom serializer per cache and per call', async () => {
+        const upper: Serializer = {
+          name: 'upper',
+          binary: false,
+          serialize: (v) => String(v).toUpperCase(),
+          deserialize: (p) => String(p),
+        };
+        const cache = await make();
+        await cache.set('c', 'hello', { serializer: upper });
+        expect(await cache.get('c', { serializer: upper })).toBe('HELLO');
+        expect(() => createCache({ serializer: { name: 'bad name' } as never })).toThrow(InvalidOptionError);
+      });
+
+      it('compresses payloads above the threshold only', async () => {
+        const cache = await make({ compression: { threshold: 100, algorithm: gzip } });
+        const big = { text: 'x'.repeat(5_000) };
+        await cache.set('big', big);
+        await cache.set('small', { text: 'short' });
+        const rawBig = (await h.raw.get(`${cache.prefix}big`))!;
+        const rawSmall = (await h.raw.get(`${cache.prefix}small`))!;
+        expect(rawBig.toString('latin1')).toContain(',json+gzip,');
+        expect(rawBig.byteLength).toBeLessThan(500);
+        expect(rawSmall.toString('latin1')).toContain(',json,');
+        expect(await cache.get('big')).toEqual(big);
+        expect(await cache.get('small')).toEqual({ text: 'short' });
+      });
+
+      it('treats a corrupt entry as a miss, deletes it and reports it', async () => {
+        const cache = await make();
+        const corrupt = vi.fn();
+        cache.on('corrupt', corrupt);
+        for (const [key, garbage] of [
+          ['garbage', 'not an entry at all'],
+          ['badjson', 'L1v,id,1,,,0,json,\n{"truncated":'],
+          ['badheader', 'L1v,id,zz!,\n1'],
+        ] as const) {
+          await h.raw.set(`${cache.prefix}${key}`, garbage);
+          expect(await cache.getOrSet(key, () => 'fresh')).toBe('fresh');
+          expect(await cache.get(key)).toBe('fresh');
+        }
+        expect(corrupt).toHaveBeenCalledTimes(3);
+        expect(corrupt.mock.calls.map((c) => (c[0] as { reason: string }).reason)).toEqual(['format', 'payload', 'format']);
+        expect(cache.stats().corrupt).toBe(3);
+        await h.raw.set(`${cache.prefix}plain`, 'junk');
+        expect(await cache.get('plain')).toBeUndefined();
+        await eventually(async () => (await h.raw.get(`${cache.prefix}plain`)) === undefined);
+      });
+
+      it('reads an entry written by another serializer as a miss', async () => {
+        const ns = uniqueNamespace(driver);
+        const store = await h.store();
+        const packed = createCache({ namespace: ns, store, serializer: msgpackSerializer() });
+        await packed.set('k', { a: 1 });
+        const json = createCache({ namespace: ns, store });
+        caches.push(json);
+        const corrupt = vi.fn();
+        json.on('corrupt', corrupt);
+        expect(await json.getOrSet('k', () => 'json value')).toBe('json value');
+        expect(corrupt).toHaveBeenCalledTimes(1);
+      });
+
+      it('still reads entries written in format v1 (old-envelope fixture)', async () => {
+        const cache = await make();
+        // Written by Larder 0.1 (format L1): keep this fixture as the format evolves.
+        await h.raw.set(`${cache.prefix}fixture`, 'L1v,0abc.1,mhdk7xs0,,,5,json,\n{"id":1,"name":"Ada"}');
+        expect(await cache.get('fixture')).toEqual({ id: 1, name: 'Ada' });
+        await h.raw.set(`${cache.prefix}tagged`, 'L1v,0abc.2,mhdk7xs0,,,5,json,[["t","v1"]]\n[1,2]');
+        expect(await cache.get('tagged')).toEqual([1, 2]);
+      });
+    });
+
+    describe('stale serving, early refresh and timeouts', () => {
+      it('serves a stale value at once within grace and refreshes it in the background', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, grace: 10_000, jitter: 0, clock, earlyRefresh: false });
+        await cache.getOrSet('s', () => 'v1');
+        clock.advance(1_500);
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const loader = vi.fn(async (_: LoaderContext<string>) => {
+          await gate;
+          return 'v2';
+        });
+        expect(await cache.getOrSet('s', loader)).toBe('v1');
+        expect(await cache.getOrSet('s', loader)).toBe('v1');
+        release();
+        await eventually(async () => (await cache.get('s')) === 'v2');
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(loader.mock.calls[0]![0]).toMatchObject({ stale: 'v1', background: true });
+        expect(cache.stats().staleHits).toBeGreaterThanOrEqual(1);
+      });
+
+      it('fail-safe: serves the stale value when the loader fails, backs off, then fails past grace', async () => {
+        const clock = new ManualClock();
+        const cache = await make({
+          ttl: 1_000,
+          grace: 10_000,
+          jitter: 0,
+          clock,
+          timeout: Infinity,
+          failSafeBackoff: 2_000,
+          earlyRefresh: false,
+        });
+        await cache.getOrSet('f', () => 'good');
+        clock.advance(1_500);
+        const failing = vi.fn(async () => {
+          throw new Error('db down');
+        });
+        const loadErrors = vi.fn();
+        cache.on('load-error', loadErrors);
+        expect(await cache.getOrSet('f', failing)).toBe('good');
+        expect(loadErrors).toHaveBeenCalledWith(expect.objectContaining({ failSafe: true }));
+        // Backed off: the failing source is not asked again for failSafeBackoff.
+        await eventually(async () => {
+          clock.advance(0);
+          return (await cache.getOrSet('f', failing)) === 'good' && failing.mock.calls.length === 1;
+        });
+        clock.advance(2_100);
+        expect(await cache.getOrSet('f', failing)).toBe('good');
+        expect(failing).toHaveBeenCalledTimes(2);
+        clock.advance(20_000);
+        await expect(cache.getOrSet('f', failing)).rejects.toThrow('db down');
+      });
+
+      it('soft timeout: answers stale after the timeout and lets the load finish in the background', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, grace: 60_000, jitter: 0, clock, timeout: 50, earlyRefresh: false });
+        await cache.getOrSet('t', () => 'old');
+        clock.advance(1_500);
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const started = Date.now();
+        expect(
+          await cache.getOrSet('t', async () => {
+            await gate;
+            return 'new';
+          }),
+        ).toBe('old');
+        expect(Date.now() - started).toBeLessThan(1_000);
+        release();
+        await eventually(async () => (await cache.get('t', { allowStale: true })) === 'new');
+      });
+
+      it('hard timeout: aborts the loader and rejects with a LoaderTimeoutError when nothing is stale', async () => {
+        const cache = await make();
+        let signal: AbortSignal | undefined;
+        const error = await cache
+          .getOrSet(
+            'h',
+            (ctx) => {
+              signal = ctx.signal;
+              return new Promise<never>(() => undefined);
+            },
+            { hardTimeout: 50 },
+          )
+          .catch((e: unknown) => e);
+        expect(isLarderError(error, 'E_LOADER_TIMEOUT')).toBe(true);
+        expect(signal!.aborted).toBe(true);
+        expect(cache.stats().loadTimeouts).toBe(1);
+      });
+
+      it('refreshes a hot key ahead of expiry so readers never miss', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, jitter: 0, clock, earlyRefresh: { ahead: 0.8, beta: 0 } });
+        let version = 0;
+        const loader = vi.fn(async () => ++version);
+        await cache.getOrSet('hot', loader);
+        const misses = vi.fn();
+        cache.on('miss', misses);
+        for (let t = 0; t < 3_000; t += 50) {
+          clock.advance(50);
+          await cache.getOrSet('hot', loader);
+          // let a background refresh land before time moves on
+          await eventually(async () => true);
+          await sleep(2);
+        }
+        expect(misses).not.toHaveBeenCalled();
+        expect(loader.mock.calls.length).toBeGreaterThanOrEqual(3);
+        expect(cache.stats().refreshes).toBeGreaterThanOrEqual(3);
+      });
+    });
+
+    describe('stats, events and lifecycle', () => {
+      it('counts hits, misses, loads and errors; events carry keys, never values', async () => {
+        const cache = await make();
+        const seen: unknown[] = [];
+        for (const name of ['hit', 'miss', 'load', 'load-error'] as const) cache.on(name, (e) => seen.push({ name, ...e }));
+        await cache.getOrSet('a', () => 'secret-value');
+        await cache.getOrSet('a', () => 'secret-value');
+        await cache.getOrSet('b', () => Promise.reject(new Error('x'))).catch(() => undefined);
+        expect(cache.stats()).toMatchObject({ hits: 1, misses: 2, loads: 2, loadErrors: 1 });
+        expect(JSON.stringify(seen)).not.toContain('secret-value');
+        expect(seen).toContainEqual(expect.objectContaining({ name: 'hit', key: `${cache.prefix}a`, tier: 'l2' }));
+      });
+
+      it('a listener that throws does not break the cache', async () => {
+        const cache = await make();
+        cache.on('miss', () => {
+          throw new Error('bad listener');
+        });
+        expect(await cache.getOrSet('k', () => 1)).toBe(1);
+      });
+
+      it('rejects calls after close with ClosedError', async () => {
+        const cache = await make();
+        await cache.close();
+        await expect(cache.get('k')).rejects.toMatchObject({ code: 'E_CLOSED' });
+        await expect(cache.getOrSet('k', () => 1)).rejects.toMatchObject({ code: 'E_CLOSED' });
+      });
+    });
+  });
+}
