@@ -81,6 +81,11 @@ const ABSENT: Read = Object.freeze({ state: 'absent' });
 const ERROR: Read = Object.freeze({ state: 'error' });
 const CORRUPT: Read = Object.freeze({ state: 'corrupt' });
 const DONE: Promise<void> = Promise.resolve();
+/**
+ * Longest a flight stays registered for a background refresh. A refresh whose loader hangs must
+ * not pin the key: after this, the next caller reads the store again.
+ */
+const MAX_HOLD_MS = 10_000;
 /** Lease TTL when `lock` is off: leases still fence out stale writes, nobody waits on them. */
 const DEFAULT_LEASE_TTL = 5_000;
 
@@ -92,6 +97,8 @@ const DEFAULT_LEASE_TTL = 5_000;
 interface Outcome<T> {
   readonly value: T;
   readonly done: Promise<unknown>;
+  /** While `done` runs, joiners get `value` until this time at the latest (its `staleUntil`). */
+  readonly until?: number;
 }
 
 /** A loaded value and its write (issued already; settles when the store answered). */
@@ -300,7 +307,7 @@ export class Cache {
 
   async #resolve<T>(flight: Flight<T>, userKey: string, loader: Loader<T>, options: GetOrSetOptions<T> | undefined): Promise<T> {
     const core = this.#core;
-    let done: Promise<unknown> = DONE;
+    let outcome: Outcome<T> | undefined;
     try {
       const job: Job<T> = {
         flight,
@@ -312,7 +319,6 @@ export class Cache {
         schema: options?.schema,
       };
       const read = await this.#read(job.key, job.codec, job.schema);
-      let outcome: Outcome<T>;
       if (options?.forceFresh === true && (read.state === 'fresh' || read.state === 'stale')) {
         // Load now, replacing exactly the entry we saw (unless it changes meanwhile).
         this.#miss(job.key);
@@ -321,17 +327,37 @@ export class Cache {
         );
       } else if (read.state === 'fresh') {
         this.#hit(job.key, read.entry, false);
-        outcome = { value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry) };
+        outcome = { value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry), until: read.entry.staleUntil };
       } else {
         outcome = await this.#obtain(job, read);
       }
-      done = outcome.done;
       return outcome.value;
     } finally {
-      // A flight refreshing in the background stays registered until the refresh is over.
-      if (done === DONE) flight.release();
-      else void done.finally(() => flight.release());
+      this.#hold(flight, outcome);
     }
+  }
+
+  /**
+   * Keeps a flight registered while its background refresh runs, so callers arriving meanwhile
+   * share the value instead of starting the same refresh; bounded by {@link MAX_HOLD_MS} and by
+   * how long the value may be served.
+   */
+  #hold(flight: Flight<unknown>, outcome: Outcome<unknown> | undefined): void {
+    if (outcome === undefined || outcome.done === DONE) {
+      flight.release();
+      return;
+    }
+    const holdMs = Math.min(MAX_HOLD_MS, (outcome.until ?? Infinity) - this.#core.clock.now());
+    if (!(holdMs > 0)) {
+      flight.release();
+      return;
+    }
+    const timer = setTimeout(() => flight.release(), holdMs);
+    timer.unref();
+    void outcome.done.finally(() => {
+      clearTimeout(timer);
+      flight.release();
+    });
   }
 
   /** Everything after a read that did not find a fresh entry. */
@@ -593,7 +619,7 @@ export class Cache {
     const core = this.#core;
     if (job.opts.timeout === 0) {
       this.#hit(job.key, entry, true);
-      return { value: entry.value as T, done: this.#refresh(job, entry, 'stale') };
+      return { value: entry.value as T, done: this.#refresh(job, entry, 'stale'), until: entry.staleUntil };
     }
     // Refresh in the foreground, racing the soft timeout.
     const lock = await this.#refreshLock(job);
@@ -634,7 +660,7 @@ export class Cache {
         (loaded) => loaded.written,
         (error: unknown) => this.#failSafe(job, entry, error).catch(() => undefined),
       );
-      return { value: entry.value as T, done };
+      return { value: entry.value as T, done, until: entry.staleUntil };
     }
     return this.#now(raced);
   }
@@ -1008,7 +1034,7 @@ export class Cache {
         promises.set(fullKey, running.join(signal));
         return;
       }
-      const member = new Member<T>(fullKey, key);
+      const member = new Member<T>(fullKey, key, (flight, outcome) => this.#hold(flight, outcome));
       member.flight = core.flights.start<T>(fullKey, () => member.promise);
       members.push(member);
       promises.set(fullKey, member.flight.join(signal));
@@ -1069,7 +1095,11 @@ export class Cache {
         switch (read.state) {
           case 'fresh':
             this.#hit(member.key, read.entry, false);
-            member.settle({ value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry) });
+            member.settle({
+              value: read.entry.value as T,
+              done: this.#maybeRefreshEarly(job, read.entry),
+              until: read.entry.staleUntil,
+            });
             return;
           case 'stale':
           case 'pending':
@@ -1279,26 +1309,27 @@ class Member<T> {
   expect = '';
   value: T | undefined;
   readonly promise: Promise<T>;
+  readonly #hold: (flight: Flight<unknown>, outcome: Outcome<unknown>) => void;
   #resolve!: (value: T) => void;
   #reject!: (error: unknown) => void;
   #settled = false;
 
-  constructor(key: string, userKey: string) {
+  constructor(key: string, userKey: string, hold: (flight: Flight<unknown>, outcome: Outcome<unknown>) => void) {
     this.key = key;
     this.userKey = userKey;
+    this.#hold = hold;
     this.promise = new Promise<T>((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
     });
   }
 
-  /** Resolves the callers now, and releases the flight once `done` (the write) is over. */
+  /** Resolves the callers now; the flight is held while a background refresh runs. */
   settle(outcome: Outcome<T>): void {
     if (this.#settled) return;
     this.#settled = true;
     this.#resolve(outcome.value);
-    const release = () => this.flight.release();
-    void outcome.done.then(release, release);
+    this.#hold(this.flight, outcome);
   }
 
   fail(error: unknown): void {

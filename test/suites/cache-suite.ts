@@ -613,6 +613,18 @@ export function cacheSuite(driver: DriverName): void {
         expect(cache.stats().staleHits).toBeGreaterThanOrEqual(1);
       });
 
+      it('a hung background refresh does not pin the key past its grace', async () => {
+        const cache = await make({ ttl: 100, grace: 300, jitter: 0, earlyRefresh: false });
+        await cache.getOrSet('h', () => 'old');
+        await sleep(150);
+        let calls = 0;
+        const loader = async () => (++calls === 1 ? new Promise<string>(() => undefined) : 'new');
+        expect(await cache.getOrSet('h', loader)).toBe('old');
+        await sleep(400);
+        expect(await cache.getOrSet('h', loader)).toBe('new');
+        expect(calls).toBe(2);
+      });
+
       it('fail-safe: serves the stale value when the loader fails, backs off, then fails past grace', async () => {
         const clock = new ManualClock();
         const cache = await make({
