@@ -67,12 +67,15 @@ export class InvalidOptionError extends LarderError {
 /** The store (Redis) failed, timed out, or is behind an open circuit breaker. */
 export class StoreError extends LarderError {
   override readonly name: string = 'StoreError';
+  /** Redis answered with an error (WRONGTYPE, OOM, NOPERM, …) rather than failing to answer. */
+  readonly reply: boolean;
   constructor(
     code: 'E_STORE_UNAVAILABLE' | 'E_COMMAND_TIMEOUT' | 'E_CIRCUIT_OPEN' = 'E_STORE_UNAVAILABLE',
     message = 'The cache store is unavailable',
-    options?: LarderErrorOptions,
+    options?: LarderErrorOptions & { reply?: boolean },
   ) {
     super(code, message, options);
+    this.reply = options?.reply ?? false;
   }
 }
 

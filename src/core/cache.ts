@@ -18,6 +18,7 @@ import {
   AbortError,
   ClosedError,
   InvalidOptionError,
+  isAbortError,
   isStoreError,
   LoaderTimeoutError,
   SerializationError,
@@ -43,7 +44,7 @@ import {
 } from './entry.js';
 import { CacheEmitter, type CacheEventMap, type CacheEventName } from './events.js';
 import { checkNamespace, checkVersion, DEFAULT_MAX_KEY_LENGTH, KeySpace } from './keys.js';
-import { runLoader, softTimeout, TIMED_OUT, type Loader } from './loader.js';
+import { Abortable, runLoader, softTimeout, TIMED_OUT, type Loader } from './loader.js';
 import {
   LIBRARY_DEFAULTS,
   resolveEntryOptions,
@@ -54,6 +55,7 @@ import {
   type ResolvedEntryOptions,
   type SetOptions,
 } from './options.js';
+import { Renewals, type Lease } from './renewals.js';
 import { Flights, type Flight } from './single-flight.js';
 import { Counters, type CacheStats } from './stats.js';
 import { validate } from './validate.js';
@@ -73,6 +75,7 @@ export interface SetManyEntry<T = unknown> extends SetOptions {
 /** What the cache state of a key looked like when read. */
 type Read =
   | { readonly state: 'absent' }
+  | { readonly state: 'leased'; readonly lease: Lease }
   | { readonly state: 'error' }
   | { readonly state: 'corrupt' }
   | { readonly state: 'fresh' | 'stale' | 'expired' | 'pending' | 'invalid'; readonly entry: Entry };
@@ -88,6 +91,10 @@ const DONE: Promise<void> = Promise.resolve();
 const MAX_HOLD_MS = 10_000;
 /** Lease TTL when `lock` is off: leases still fence out stale writes, nobody waits on them. */
 const DEFAULT_LEASE_TTL = 5_000;
+
+function leaseTtl(opts: ResolvedEntryOptions): number {
+  return opts.lock === false ? DEFAULT_LEASE_TTL : opts.lock.ttl;
+}
 
 /**
  * A value for the callers, and the background work (a refresh) the flight stays registered for,
@@ -116,13 +123,6 @@ interface Job<T> {
   readonly opts: ResolvedEntryOptions;
   readonly codec: EntryCodec;
   readonly schema: StandardSchemaV1<unknown, T> | undefined;
-}
-
-/** A lease (ours) on a key: the placeholder we wrote and the prefix that identifies it. */
-interface Lease {
-  readonly key: string;
-  readonly wire: string;
-  readonly prefix: string;
 }
 
 const CACHE_OPTION_NAMES = new Set<string>([
@@ -181,7 +181,14 @@ class CacheCore {
   readonly counters = new Counters();
   readonly events = new CacheEmitter();
   readonly coordination: Coordination;
+  readonly renewals: Renewals;
   readonly failOpen: boolean;
+  /** Recent share of `getOrSet` reads that missed (exponentially weighted). */
+  missRate = 0;
+  /** Whether `getOrSet` reads with the lease command (see `leaseFirst`). */
+  leaseFirst = false;
+  /** Redis refused the lease command on a read (OOM, ACL): read with GET for good. */
+  leaseFirstRefused = false;
   closed = false;
 
   constructor(options: CacheOptions, rootPrefix: string) {
@@ -196,6 +203,7 @@ class CacheCore {
     this.coordination = new Coordination(this.store, `larder:${rootPrefix}written`, (error) =>
       this.storeError('subscribe', undefined, error),
     );
+    this.renewals = new Renewals(this.store, this.clock, (key, error) => this.storeError('renew', key, error));
   }
 
   codec(serializer: Serializer | undefined): EntryCodec {
@@ -206,6 +214,18 @@ class CacheCore {
       this.codecs.set(serializer, codec);
     }
     return codec;
+  }
+
+  /**
+   * Adapts the read command to the workload. On a shared store a miss takes the key's lease
+   * anyway, and `SET <placeholder> NX PX GET` both reads and leases in one round trip; on a hit it
+   * writes nothing but costs a little more than `GET`. So reads use it while misses are common
+   * (over 20% recently) and plain `GET` while they are rare (under 10%).
+   */
+  noteRead(missed: boolean): void {
+    this.missRate = this.missRate * 0.98 + (missed ? 0.02 : 0);
+    if (this.leaseFirst ? this.missRate < 0.1 : this.missRate > 0.2)
+      this.leaseFirst = !this.leaseFirst && !this.leaseFirstRefused;
   }
 
   emit<K extends CacheEventName>(name: K, event: CacheEventMap[K][0]): void {
@@ -293,47 +313,128 @@ export class Cache {
    * `LoaderTimeoutError`, a `ValidationError` (loaded value does not fit `schema`), an
    * `AbortError` (`signal`), or an `InvalidKeyError`. Never with a store error.
    */
-  async getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T> {
+  getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T> {
     const core = this.#core;
-    if (core.closed) throw new ClosedError();
-    const fullKey = this.#keys.full(key);
-    if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
+    let fullKey: string;
+    let opts: ResolvedEntryOptions;
+    try {
+      if (core.closed) throw new ClosedError();
+      fullKey = this.#keys.full(key);
+      if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
+      // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
+      opts = resolveEntryOptions(core.defaults, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const signal = options?.signal;
-    if (signal?.aborted === true) throw new AbortError({ cause: signal.reason, key: fullKey });
+    if (signal?.aborted === true) return Promise.reject(new AbortError({ cause: signal.reason, key: fullKey }));
     const running = core.flights.get<T>(fullKey);
     if (running !== undefined) return running.join(signal);
-    return core.flights.start<T>(fullKey, (flight) => this.#resolve(flight, key, loader, options)).join(signal);
+    return this.#readThrough(fullKey, key, loader, options, opts, signal);
   }
 
-  async #resolve<T>(flight: Flight<T>, userKey: string, loader: Loader<T>, options: GetOrSetOptions<T> | undefined): Promise<T> {
+  /**
+   * The read of `getOrSet`. A fresh hit returns here, without a flight: flights exist only for
+   * loads and refreshes, so concurrent hits cost what raw `GET`s cost. Anything else joins or
+   * starts the key's flight (whose lease keeps the loader to one call across processes).
+   */
+  async #readThrough<T>(
+    fullKey: string,
+    userKey: string,
+    loader: Loader<T>,
+    options: GetOrSetOptions<T> | undefined,
+    opts: ResolvedEntryOptions,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
     const core = this.#core;
+    const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
+    let read: Read | undefined;
+    let wire: Wire | undefined | null;
+    const lease = core.leaseFirst && core.store.shared && options?.forceFresh !== true ? this.#newLease(fullKey) : undefined;
+    try {
+      const reading =
+        lease === undefined
+          ? core.store.get(fullKey, codec.binary)
+          : core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary).then(([reply]) => reply);
+      wire = await (signal === undefined ? reading : untilAborted(reading, signal, fullKey));
+      if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
+    } catch (error) {
+      if (isAbortError(error) && signal?.aborted === true) throw error;
+      if (lease !== undefined && error instanceof StoreError && error.reply) {
+        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
+        core.leaseFirstRefused = true;
+        core.leaseFirst = false;
+      }
+      core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
+      wire = null;
+    }
+    if (read !== undefined) {
+      // Leased while reading: nothing to classify.
+    } else if (wire === null) read = ERROR;
+    else if (wire === undefined) read = ABSENT;
+    else {
+      // Only a schema check can make this asynchronous: do not pay an `await` otherwise.
+      const classified = this.#classify(fullKey, wire, codec, options?.schema);
+      read = classified instanceof Promise ? await classified : classified;
+    }
+    const forceFresh = options?.forceFresh === true;
+    core.noteRead(read.state !== 'fresh');
+    if (read.state === 'fresh' && !forceFresh) {
+      this.#hit(fullKey, read.entry, false);
+      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, opts, codec, read.entry);
+      return read.entry.value as T;
+    }
+    const running = core.flights.get<T>(fullKey);
+    if (running !== undefined) {
+      // Our read took the lease while another caller here was already loading: hand it back.
+      if (read.state === 'leased') void this.#releaseLease(read.lease);
+      return running.join(signal);
+    }
+    return core.flights
+      .start<T>(fullKey, (flight) => {
+        const job = this.#job(flight, userKey, loader, options?.schema, opts, codec);
+        return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
+      })
+      .join(signal);
+  }
+
+  /** The common miss: the read itself took the lease, so load and write, nothing else. */
+  async #loadLeased<T>(job: Job<T>, lease: Lease): Promise<T> {
+    try {
+      this.#miss(job.key);
+      return (await this.#load(job, { expect: lease.prefix, lease, stale: undefined })).value;
+    } finally {
+      job.flight.release();
+    }
+  }
+
+  #job<T>(
+    flight: Flight<T>,
+    userKey: string,
+    loader: Loader<T>,
+    schema: StandardSchemaV1<unknown, T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+  ): Job<T> {
+    return { flight, key: flight.key, userKey, loader, opts, codec, schema };
+  }
+
+  /** Everything after a read that did not answer: runs inside the key's flight. */
+  async #resolve<T>(job: Job<T>, read: Read, forceFresh: boolean): Promise<T> {
     let outcome: Outcome<T> | undefined;
     try {
-      const job: Job<T> = {
-        flight,
-        key: flight.key,
-        userKey,
-        loader,
-        opts: resolveEntryOptions(core.defaults, options),
-        codec: core.codec(options?.serializer),
-        schema: options?.schema,
-      };
-      const read = await this.#read(job.key, job.codec, job.schema);
-      if (options?.forceFresh === true && (read.state === 'fresh' || read.state === 'stale')) {
+      if (forceFresh && (read.state === 'fresh' || read.state === 'stale')) {
         // Load now, replacing exactly the entry we saw (unless it changes meanwhile).
         this.#miss(job.key);
         outcome = this.#now(
           await this.#load(job, { expect: casPrefix(read.entry.kind, read.entry.id), lease: undefined, stale: read.entry }),
         );
-      } else if (read.state === 'fresh') {
-        this.#hit(job.key, read.entry, false);
-        outcome = { value: read.entry.value as T, done: this.#maybeRefreshEarly(job, read.entry), until: read.entry.staleUntil };
       } else {
         outcome = await this.#obtain(job, read);
       }
       return outcome.value;
     } finally {
-      this.#hold(flight, outcome);
+      this.#hold(job.flight, outcome);
     }
   }
 
@@ -366,6 +467,9 @@ export class Cache {
     switch (read.state) {
       case 'stale':
         return this.#fromStale(job, read.entry);
+      case 'leased':
+        this.#miss(job.key);
+        return this.#now(await this.#load(job, { expect: read.lease.prefix, lease: read.lease, stale: undefined }));
       case 'error':
         // The store failed: answer from the loader; the write is best effort.
         this.#miss(job.key);
@@ -397,11 +501,11 @@ export class Cache {
   async #leaseAndLoad<T>(job: Job<T>, pending: Entry | undefined): Promise<Outcome<T>> {
     const core = this.#core;
     const lock = job.opts.lock;
-    const leaseTtl = lock === false ? DEFAULT_LEASE_TTL : lock.ttl;
     const started = core.clock.now();
     const waitUntil = started + (lock === false || !core.store.shared ? 0 : lock.wait);
     let delay = POLL_START_MS;
     let waited = false;
+    let markedId: string | undefined;
     let current = pending;
     for (let attempt = 0; ; attempt++) {
       if (current !== undefined) {
@@ -416,14 +520,20 @@ export class Cache {
           waited = true;
           core.counters.lockWaits++;
         }
+        if (markedId !== current.id) {
+          // Ask the holder to announce its write: it publishes only for marked leases.
+          markedId = current.id;
+          await core.store
+            .mark(job.key, casPrefix('p', current.id))
+            .catch((error: unknown) => core.storeError('mark', job.key, error));
+        }
         await core.coordination.wait(job.key, Math.min(delay, waitUntil - now));
         delay = Math.min(delay * 2, POLL_MAX_MS);
       }
-      const id = newEntryId();
-      const lease: Lease = { key: job.key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
+      const lease = this.#newLease(job.key);
       let reply: Wire | undefined;
       try {
-        [reply] = await core.store.lease([{ key: job.key, value: lease.wire, ttl: leaseTtl }], job.codec.binary);
+        [reply] = await core.store.lease([{ key: job.key, value: lease.wire, ttl: leaseTtl(job.opts) }], job.codec.binary);
       } catch (error) {
         core.storeError('lease', job.key, error);
         return this.#now(await this.#load(job, { expect: '', lease: undefined, stale: undefined }));
@@ -458,6 +568,11 @@ export class Cache {
     }
   }
 
+  #newLease(key: string): Lease {
+    const id = newEntryId();
+    return { key, wire: placeholderWire(id), prefix: casPrefix('p', id) };
+  }
+
   #lockWait(key: string, outcome: 'value' | 'acquired' | 'timeout', durationMs: number): void {
     if (this.#core.events.wants('lock-wait')) this.#core.emit('lock-wait', { key, outcome, durationMs });
   }
@@ -473,38 +588,45 @@ export class Cache {
     background = false,
   ): Promise<Loaded<T>> {
     const core = this.#core;
-    const renewal = plan.lease === undefined ? undefined : this.#renew(plan.lease, job.opts);
+    const release = plan.lease === undefined ? undefined : core.renewals.hold(plan.lease, leaseTtl(job.opts));
     const started = core.clock.now();
+    core.counters.loads++;
     let value: T;
     try {
-      value = await this.#callLoader(job, plan.stale, background);
+      const context = { key: job.userKey, stale: plan.stale?.value as T | undefined, background };
+      // A background load has no waiters: nobody's abort may cancel it, only its hard timeout.
+      const loading = runLoader(job.loader, background ? new Abortable() : job.flight, job.key, context, job.opts.hardTimeout);
+      value = (loading instanceof Promise ? await loading : loading) as T;
+      if (job.schema !== undefined && value !== undefined) {
+        const result = await validate(job.schema, value, job.key);
+        if (!result.ok) throw result.error;
+        value = result.value;
+      }
     } catch (error) {
+      release?.();
       if (plan.lease !== undefined) void this.#releaseLease(plan.lease);
+      this.#loadFailed(job.key, error, core.clock.now() - started, background, plan.stale);
       throw error;
-    } finally {
-      clearInterval(renewal);
     }
-    return { value, written: this.#write(job, value, core.clock.now() - started, plan.expect, plan.lease) };
+    release?.();
+    const loadMs = core.clock.now() - started;
+    if (core.events.wants('load')) core.emit('load', { key: job.key, durationMs: loadMs, background });
+    return { value, written: this.#write(job, value, loadMs, plan.expect, plan.lease) };
+  }
+
+  #loadFailed(key: string, error: unknown, durationMs: number, background: boolean, stale: Entry | undefined): void {
+    const core = this.#core;
+    core.counters.loadErrors++;
+    if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
+    if (core.events.wants('load-error')) {
+      const failSafe = stale !== undefined && core.clock.now() < stale.staleUntil;
+      core.emit('load-error', { key, durationMs, background, error, failSafe });
+    }
   }
 
   /** An outcome with no background work: the flight ends with it. */
   #now<T>(loaded: Loaded<T>): Outcome<T> {
     return { value: loaded.value, done: DONE };
-  }
-
-  /** Renews a lease every third of its TTL while a loader runs; a dead process stops renewing. */
-  #renew(lease: Lease, opts: ResolvedEntryOptions): NodeJS.Timeout | undefined {
-    const ttl = opts.lock === false ? DEFAULT_LEASE_TTL : opts.lock.ttl;
-    const timer = setInterval(
-      () => {
-        this.#core.store
-          .setIf([{ key: lease.key, expect: lease.prefix, value: lease.wire, ttl }])
-          .catch((error: unknown) => this.#core.storeError('renew', lease.key, error));
-      },
-      Math.max(10, Math.floor(ttl / 3)),
-    );
-    timer.unref();
-    return timer;
   }
 
   /** Gives a lease up and wakes whoever waits for it. Never rejects. */
@@ -513,36 +635,6 @@ export class Cache {
     return core.store
       .deleteIf(lease.key, lease.prefix, { channel: core.coordination.channel, message: lease.key })
       .catch((error: unknown) => core.storeError('release', lease.key, error));
-  }
-
-  /** Calls the loader (hard timeout, schema), counting and reporting. */
-  async #callLoader<T>(job: Job<T>, stale: Entry | undefined, background: boolean): Promise<T> {
-    const core = this.#core;
-    core.counters.loads++;
-    const started = core.clock.now();
-    try {
-      let value = (await runLoader(
-        job.loader,
-        job.flight,
-        { key: job.userKey, stale: stale?.value as T | undefined, background },
-        job.opts.hardTimeout,
-      )) as T;
-      if (job.schema !== undefined && value !== undefined) {
-        const result = await validate(job.schema, value, job.key);
-        if (!result.ok) throw result.error;
-        value = result.value;
-      }
-      if (core.events.wants('load')) core.emit('load', { key: job.key, durationMs: core.clock.now() - started, background });
-      return value;
-    } catch (error) {
-      core.counters.loadErrors++;
-      if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
-      if (core.events.wants('load-error')) {
-        const failSafe = stale !== undefined && core.clock.now() < stale.staleUntil;
-        core.emit('load-error', { key: job.key, durationMs: core.clock.now() - started, background, error, failSafe });
-      }
-      throw error;
-    }
   }
 
   /**
@@ -559,8 +651,14 @@ export class Cache {
     const kind: EntryKind = value === undefined ? 'n' : 'v';
     const write = this.#entryWrite(job.key, value, kind, loadMs, now, job.opts, job.codec);
     if (write === undefined) return lease === undefined ? DONE : this.#releaseLease(lease);
-    const notify: Notice | undefined = lease === undefined ? undefined : { channel: core.coordination.channel, message: job.key };
-    return core.store.setIf([{ ...write, expect, notify }]).then(
+    const conditional: ConditionalWrite = {
+      key: write.key,
+      value: write.value,
+      ttl: write.ttl,
+      expect,
+      notify: lease === undefined ? undefined : { channel: core.coordination.channel, message: job.key },
+    };
+    return core.store.setIf([conditional]).then(
       ([written]) => {
         if (written !== true) this.#skipped(job.key);
       },
@@ -692,15 +790,35 @@ export class Cache {
     return { value: entry.value as T, done: DONE };
   }
 
-  /** Early refresh of a fresh entry, when due (refresh-ahead threshold or XFetch). */
-  #maybeRefreshEarly<T>(job: Job<T>, entry: Entry): Promise<unknown> {
-    const early = job.opts.earlyRefresh;
-    if (early === false || entry.freshUntil === Infinity) return DONE;
-    const now = this.#core.clock.now();
+  /**
+   * Starts a background refresh of a fresh entry when one is due (refresh-ahead threshold or
+   * XFetch) and none runs for the key yet. The refresh is the key's flight while it runs.
+   */
+  #maybeRefreshEarly<T>(
+    key: string,
+    userKey: string,
+    loader: Loader<T>,
+    schema: StandardSchemaV1<unknown, T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    entry: Entry,
+  ): void {
+    const core = this.#core;
+    const early = opts.earlyRefresh;
+    if (early === false || entry.freshUntil === Infinity) return;
+    const now = core.clock.now();
     const due =
       (early.ahead < 1 && now >= entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead) ||
       (early.beta > 0 && entry.loadMs > 0 && now - entry.loadMs * early.beta * Math.log(Math.random()) >= entry.freshUntil);
-    return due ? this.#refresh(job, entry, 'early') : DONE;
+    if (!due || core.flights.get(key) !== undefined) return;
+    core.flights.start<T>(key, async (flight) => {
+      try {
+        await this.#refresh(this.#job(flight, userKey, loader, schema, opts, codec), entry, 'early');
+      } finally {
+        flight.release();
+      }
+      return entry.value as T;
+    });
   }
 
   /** Refreshes `entry` in the background, once across processes. Never rejects. */
@@ -728,9 +846,8 @@ export class Cache {
   async #refreshLock<T>(job: Job<T>): Promise<Lease | 'held' | undefined> {
     const core = this.#core;
     if (job.opts.lock === false || !core.store.shared) return undefined;
-    const id = newEntryId();
     const key = refreshLockKey(job.key);
-    const lease: Lease = { key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
+    const lease = this.#newLease(key);
     try {
       const [current] = await core.store.lease([{ key, value: lease.wire, ttl: job.opts.lock.ttl }], false);
       return current === undefined ? lease : 'held';
@@ -1095,11 +1212,9 @@ export class Cache {
         switch (read.state) {
           case 'fresh':
             this.#hit(member.key, read.entry, false);
-            member.settle({
-              value: read.entry.value as T,
-              done: this.#maybeRefreshEarly(job, read.entry),
-              until: read.entry.staleUntil,
-            });
+            member.settle({ value: read.entry.value as T, done: DONE });
+            // The member's flight is released: an early refresh may take the key now.
+            this.#maybeRefreshEarly(member.key, member.userKey, job.loader, schema, opts, codec, read.entry);
             return;
           case 'stale':
           case 'pending':
@@ -1130,11 +1245,9 @@ export class Cache {
       // One round trip for every lease.
       const leased: Member<T>[] = [...unleased];
       if (toLease.length > 0) {
-        const leaseTtl = opts.lock === false ? DEFAULT_LEASE_TTL : opts.lock.ttl;
         const leases = toLease.map((m) => {
-          const id = newEntryId();
-          m.lease = { key: m.key, wire: placeholderWire(id, core.clock.now()), prefix: casPrefix('p', id) };
-          return { key: m.key, value: m.lease.wire, ttl: leaseTtl };
+          m.lease = this.#newLease(m.key);
+          return { key: m.key, value: m.lease.wire, ttl: leaseTtl(opts) };
         });
         let replies: (Wire | undefined)[];
         try {
@@ -1195,7 +1308,7 @@ export class Cache {
         { once: true },
       );
     }
-    const renewals = members.flatMap((m) => (m.lease === undefined ? [] : [this.#renew(m.lease, opts)]));
+    const renewals = members.flatMap((m) => (m.lease === undefined ? [] : [core.renewals.hold(m.lease, leaseTtl(opts))]));
     const started = core.clock.now();
     core.counters.loads++;
     let loaded: ReadonlyMap<string, T> | readonly (T | undefined)[];
@@ -1230,7 +1343,7 @@ export class Cache {
       }
       return;
     } finally {
-      for (const timer of renewals) clearInterval(timer);
+      for (const release of renewals) release();
     }
     const loadMs = core.clock.now() - started;
     if (core.events.wants('load')) {
@@ -1294,6 +1407,7 @@ export class Cache {
     const core = this.#core;
     if (core.closed) return;
     core.closed = true;
+    core.renewals.stop();
     await core.coordination.close();
     await core.store.close();
   }
@@ -1358,6 +1472,24 @@ function withHardTimeout<T>(promise: Promise<T>, ms: number, controller: AbortCo
       },
       (error: unknown) => {
         clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** `promise`, or an `AbortError` as soon as `signal` aborts (the promise is left to settle alone). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, key: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortError({ cause: signal.reason, key }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
         reject(error);
       },
     );

@@ -224,12 +224,7 @@ export class EntryCodec {
   }
 }
 
-/** A lease placeholder: "someone is loading this key". */
-export function placeholderWire(id: string, now: number): string {
-  return encodeHeader({ kind: 'p', id, createdAt: now, freshUntil: now, staleUntil: now, loadMs: 0, codec: '', tags: undefined });
-}
-
-/** A tombstone: "this key was deleted", kept briefly so a slow loader cannot write it back. */
-export function tombstoneWire(id: string, now: number): string {
-  return encodeHeader({ kind: 't', id, createdAt: now, freshUntil: now, staleUntil: now, loadMs: 0, codec: '', tags: undefined });
+/** A lease placeholder: "someone is loading this key". It carries no times: nobody reads them. */
+export function placeholderWire(id: string): string {
+  return `${FORMAT}p,${id},,,,0,,\n`;
 }

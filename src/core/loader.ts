@@ -4,7 +4,41 @@
  * never settles leaves nothing behind once its timeout fired.
  */
 import { LoaderTimeoutError } from '../errors.js';
-import type { Flight } from './single-flight.js';
+
+/**
+ * What a load can be cancelled through. The `AbortController` behind it is created on first use:
+ * most loaders never look at their signal, and creating one costs more than a cache hit.
+ */
+export class Abortable {
+  #controller: AbortController | undefined;
+
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal;
+  }
+
+  abort(reason: unknown): void {
+    (this.#controller ??= new AbortController()).abort(reason);
+  }
+}
+
+/** The context a loader receives; `signal` is created only if the loader reads it. */
+class Call<T> implements LoaderContext<T> {
+  readonly key: string;
+  readonly stale: T | undefined;
+  readonly background: boolean;
+  readonly #abortable: Abortable;
+
+  constructor(abortable: Abortable, context: Omit<LoaderContext<T>, 'signal'>) {
+    this.#abortable = abortable;
+    this.key = context.key;
+    this.stale = context.stale;
+    this.background = context.background;
+  }
+
+  get signal(): AbortSignal {
+    return this.#abortable.signal;
+  }
+}
 
 /** What a loader receives. */
 export interface LoaderContext<T> {
@@ -24,25 +58,29 @@ export interface LoaderContext<T> {
 /** Loads the value of a key; return `undefined` for "not found" (cached with `negativeTtl`). */
 export type Loader<T> = (context: LoaderContext<T>) => T | Promise<T>;
 
-/** Calls `loader` with the flight's signal, aborting it and rejecting after `hardTimeout` ms. */
+/**
+ * Calls `loader` with `abortable`'s signal, aborting it and rejecting after `hardTimeout` ms.
+ * Without a hard timeout it returns what the loader returned (a value or a promise) and throws
+ * what it throws: the caller awaits only when it must.
+ */
 export function runLoader<T>(
   loader: Loader<T>,
-  flight: Flight<T>,
+  abortable: Abortable,
+  key: string,
   context: Omit<LoaderContext<T>, 'signal'>,
   hardTimeout: number,
-): Promise<T> {
-  const signal = flight.signal;
+): T | Promise<T> {
+  if (hardTimeout === Infinity) return loader(new Call(abortable, context));
   let result: Promise<T>;
   try {
-    result = Promise.resolve(loader({ ...context, signal }));
+    result = Promise.resolve(loader(new Call(abortable, context)));
   } catch (error) {
     return Promise.reject(error);
   }
-  if (hardTimeout === Infinity) return result;
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
-      const error = new LoaderTimeoutError(hardTimeout, { key: flight.key });
-      flight.abort(error);
+      const error = new LoaderTimeoutError(hardTimeout, { key });
+      abortable.abort(error);
       reject(error);
     }, hardTimeout);
     result.then(

@@ -266,7 +266,8 @@ export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOpti
     return base;
   }
   const resolvedTtl = ttl === undefined ? base.ttl : checkDuration('ttl', ttl, { infinity: true });
-  return Object.freeze({
+  // Not frozen: this runs per call with options, and the result is internal and readonly-typed.
+  return {
     ttl: resolvedTtl,
     jitter: jitter === undefined ? base.jitter : checkRatio('jitter', jitter),
     grace: grace === undefined ? base.grace : checkDuration('grace', grace, { infinity: true }),
@@ -278,5 +279,5 @@ export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOpti
     failSafeBackoff: failSafeBackoff === undefined ? base.failSafeBackoff : checkDuration('failSafeBackoff', failSafeBackoff),
     earlyRefresh: resolveEarlyRefresh(earlyRefresh, base.earlyRefresh),
     lock: resolveLock(lock, base.lock),
-  });
+  };
 }

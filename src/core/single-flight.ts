@@ -8,37 +8,21 @@
  * never leave, so their work is never aborted on their behalf.
  */
 import { AbortError } from '../errors.js';
+import { Abortable } from './loader.js';
 
-function noop(): void {}
-
-export class Flight<T> {
+export class Flight<T> extends Abortable {
   readonly key: string;
   /** Settles with the work's result; waiters without a signal receive it as is. */
   promise!: Promise<T>;
   /** Set when the key is written or deleted while the work runs: its result must not be stored. */
   invalidated = false;
-  #controller: AbortController | undefined;
   #active = 0;
-  #settled = false;
   readonly #flights: Flights;
 
   constructor(key: string, flights: Flights) {
+    super();
     this.key = key;
     this.#flights = flights;
-  }
-
-  /** The signal handed to loaders; created on first use (most flights are hits that never load). */
-  get signal(): AbortSignal {
-    return (this.#controller ??= new AbortController()).signal;
-  }
-
-  /** Aborts the work's signal (hard timeout, every waiter gone). */
-  abort(reason: unknown): void {
-    (this.#controller ??= new AbortController()).abort(reason);
-  }
-
-  get settled(): boolean {
-    return this.#settled;
   }
 
   /** Unregisters this flight (if still registered): the next caller starts a new one. */
@@ -47,11 +31,8 @@ export class Flight<T> {
   }
 
   start(work: (flight: Flight<T>) => Promise<T>): this {
-    this.promise = work(this).finally(() => {
-      this.#settled = true;
-    });
-    // Waiters may all have left: the work's own rejection must not become an unhandled one.
-    this.promise.catch(noop);
+    // Every flight is joined as soon as it starts, so its rejection is always handled.
+    this.promise = work(this);
     return this;
   }
 
@@ -84,8 +65,9 @@ export class Flight<T> {
   }
 
   #leave(): void {
-    if (--this.#active > 0 || this.#settled) return;
-    // Nobody waits any more: stop the work and let the next caller start afresh.
+    if (--this.#active > 0) return;
+    // Nobody waits any more: stop the work and let the next caller start afresh. (Background
+    // refreshes have their own signal: this never cancels one.)
     this.#flights.release(this);
     this.abort(new AbortError({ key: this.key }));
   }
@@ -103,7 +85,12 @@ export class Flights {
   start<T>(key: string, work: (flight: Flight<T>) => Promise<T>): Flight<T> {
     const flight = new Flight<T>(key, this);
     this.#map.set(key, flight);
-    return flight.start(work);
+    try {
+      return flight.start(work);
+    } catch (error) {
+      this.release(flight);
+      throw error;
+    }
   }
 
   /** Unregisters `flight` if it is still the one registered for its key. */

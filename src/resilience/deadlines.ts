@@ -2,47 +2,50 @@
  * Command deadlines without a timer per command.
  *
  * node-redis arms an `AbortSignal.timeout()` per command by default, which halves its
- * throughput; a `setTimeout` per command is not much cheaper. Larder instead drops every command
- * into the current "bucket" (an array), and one coarse interval timer, running only while
- * commands are in flight, rejects whatever is still pending in buckets older than the timeout.
- * A command therefore times out between `timeout` and `timeout + tick` after it was sent, and
- * a command that answers costs one array push and one flag write.
+ * throughput; a `setTimeout` per command is not much cheaper. Larder instead keeps the commands
+ * in flight in a linked list in send order, stamped with a coarse clock, and one interval timer
+ * (running only while commands are in flight) rejects those at the head that are older than the
+ * timeout. A command that answers unlinks itself at once, so nothing outlives its command and
+ * the garbage collector sees only short-lived objects. A command times out between `timeout` and
+ * `timeout + tick` after it was sent.
  */
 import { CommandTimeoutError } from '../errors.js';
 
-class Pending<T = unknown> {
+/** Called once per settled command, with the error when it failed (timeouts included). */
+export type SettledHook = (error: unknown) => void;
+
+class Pending {
+  prev: Pending | undefined = undefined;
+  next: Pending | undefined = undefined;
   done = false;
   constructor(
-    readonly resolve: (value: T) => void,
+    readonly sentAt: number,
+    readonly resolve: (value: unknown) => void,
     readonly reject: (reason: unknown) => void,
   ) {}
-}
-
-interface Bucket {
-  readonly at: number;
-  readonly items: Pending[];
-}
-
-export interface DeadlineHooks {
-  /** Called once per settled command, with the error when it failed (timeouts included). */
-  settled(error: unknown): void;
 }
 
 export class Deadlines {
   readonly timeout: number;
   readonly #tick: number;
-  readonly #hooks: DeadlineHooks;
-  #buckets: Bucket[] = [];
-  #current: Pending[] = [];
-  #timer: NodeJS.Timeout | undefined;
+  readonly #settled: SettledHook;
+  readonly #wrap: (error: unknown) => unknown;
+  #head: Pending | undefined;
+  #tail: Pending | undefined;
   #pending = 0;
+  #now = 0;
+  #timer: NodeJS.Timeout | undefined;
 
-  /** `timeout` in ms; `Infinity` turns deadlines off (commands are still counted). */
-  constructor(timeout: number, hooks: DeadlineHooks) {
+  /**
+   * `timeout` in ms (`Infinity` turns deadlines off; commands are still counted); `settled` sees
+   * every outcome; `wrap` turns any failure (timeouts included) into the error callers get.
+   */
+  constructor(timeout: number, settled: SettledHook, wrap: (error: unknown) => unknown) {
     this.timeout = timeout;
     // A quarter of the timeout keeps the overshoot small; 5 ms floor keeps the timer cheap.
     this.#tick = Math.max(5, Math.floor(timeout / 4));
-    this.#hooks = hooks;
+    this.#settled = settled;
+    this.#wrap = wrap;
   }
 
   /** Commands sent and not answered (nor timed out) yet. */
@@ -50,67 +53,75 @@ export class Deadlines {
     return this.#pending;
   }
 
-  /** A promise that settles like `command`, or rejects with a {@link CommandTimeoutError} first. */
-  track<T>(command: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const pending = new Pending<T>(resolve, reject);
+  /**
+   * A promise that settles like `command` (its value passed through `map`, its error through
+   * `wrap`), or rejects with a wrapped {@link CommandTimeoutError} first.
+   */
+  track<T, R = T>(command: Promise<T>, map?: (value: T) => R): Promise<R> {
+    const wrap = this.#wrap;
+    return new Promise<R>((resolve, reject) => {
+      if (this.#timer === undefined && this.timeout !== Infinity) this.#start();
+      const pending = new Pending(this.#now, resolve as (value: unknown) => void, reject);
       this.#pending++;
-      if (this.timeout !== Infinity) {
-        this.#current.push(pending as Pending);
-        if (this.#timer === undefined) this.#start();
-      }
+      this.#append(pending);
       command.then(
         (value) => {
           if (pending.done) return;
-          pending.done = true;
-          this.#pending--;
-          this.#hooks.settled(undefined);
-          resolve(value);
+          this.#finish(pending);
+          this.#settled(undefined);
+          resolve(map === undefined ? (value as unknown as R) : map(value));
         },
         (error: unknown) => {
           if (pending.done) return;
-          pending.done = true;
-          this.#pending--;
-          this.#hooks.settled(error);
-          reject(error);
+          this.#finish(pending);
+          this.#settled(error);
+          reject(wrap(error));
         },
       );
     });
   }
 
+  #append(pending: Pending): void {
+    pending.prev = this.#tail;
+    if (this.#tail === undefined) this.#head = pending;
+    else this.#tail.next = pending;
+    this.#tail = pending;
+  }
+
+  #finish(pending: Pending): void {
+    pending.done = true;
+    this.#pending--;
+    const { prev, next } = pending;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next === undefined) this.#tail = prev;
+    else next.prev = prev;
+    pending.prev = pending.next = undefined;
+  }
+
   #start(): void {
-    this.#buckets.push({ at: Date.now(), items: this.#current });
+    this.#now = Date.now();
     this.#timer = setInterval(() => this.#expire(), this.#tick);
     // Deadlines must never keep a process alive on their own.
     this.#timer.unref();
   }
 
   #expire(): void {
-    const now = Date.now();
-    // A bucket collects the commands sent during one tick, so its oldest command is at most one
-    // tick older than `at`: expiring at `timeout + tick` never cuts a command short.
-    while (this.#buckets.length > 0 && now - this.#buckets[0]!.at >= this.timeout + this.#tick) {
-      for (const pending of this.#buckets.shift()!.items) {
-        if (pending.done) continue;
-        pending.done = true;
-        this.#pending--;
-        const error = new CommandTimeoutError(this.timeout);
-        this.#hooks.settled(error);
-        pending.reject(error);
-      }
+    const now = (this.#now = Date.now());
+    // Send times are stamped with the coarse clock, up to one tick early: expiring at
+    // `timeout + tick` never cuts a command short.
+    const limit = this.timeout + this.#tick;
+    while (this.#head !== undefined && now - this.#head.sentAt >= limit) {
+      const pending = this.#head;
+      this.#finish(pending);
+      const error = new CommandTimeoutError(this.timeout);
+      this.#settled(error);
+      pending.reject(this.#wrap(error));
     }
-    if (this.#pending === 0) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
-      this.#buckets = [];
-      this.#current = [];
-      return;
-    }
-    this.#current = [];
-    this.#buckets.push({ at: now, items: this.#current });
+    if (this.#pending === 0) this.stop();
   }
 
-  /** Stops the timer; pending commands are left to their own fate. */
+  /** Stops the timer; it restarts with the next command. */
   stop(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;

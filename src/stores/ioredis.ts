@@ -116,10 +116,6 @@ class IoredisDriver implements RedisDriver {
     }
   }
 
-  publish(channel: string, message: string): Promise<unknown> {
-    return this.#client.publish(channel, message);
-  }
-
   async subscriber(): Promise<DriverSubscriber> {
     const client = this.#client;
     const connection = client instanceof Cluster ? client.duplicate() : client.duplicate();

@@ -11,6 +11,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { checkCount } from '../core/durations.js';
 import type { Wire } from '../core/entry.js';
 import type {
+  ConditionalExpire,
   ConditionalWrite,
   LeaseRequest,
   Notice,
@@ -20,6 +21,7 @@ import type {
   SubscribeHandlers,
   Subscription,
 } from './store.js';
+import { WAIT_MARK } from './store.js';
 
 export interface MemoryStoreOptions {
   /**
@@ -40,6 +42,12 @@ const READY: StoreStatus = Object.freeze({ ready: true, breaker: 'closed', pendi
 
 function byteSize(value: Wire): number {
   return typeof value === 'string' ? Buffer.byteLength(value) : value.byteLength;
+}
+
+function endsWithMark(value: Wire): boolean {
+  return typeof value === 'string'
+    ? value.endsWith(WAIT_MARK)
+    : value.byteLength > 0 && value[value.byteLength - 1] === WAIT_MARK.charCodeAt(0);
 }
 
 function startsWith(value: Wire, prefix: string): boolean {
@@ -104,7 +112,7 @@ export class MemoryStore implements Store {
       const matches = w.expect === '' ? current === undefined : current !== undefined && startsWith(current, w.expect);
       if (matches) {
         this.#write(w.key, w.value, w.ttl);
-        if (w.notify !== undefined) this.#notify(w.notify);
+        if (w.notify !== undefined && current !== undefined && endsWithMark(current)) this.#notify(w.notify);
       }
       return matches;
     });
@@ -123,8 +131,28 @@ export class MemoryStore implements Store {
     const current = this.#lru.get(key);
     if (current === undefined || !startsWith(current, expect)) return false;
     this.#lru.delete(key);
-    if (notify !== undefined) this.#notify(notify);
+    if (notify !== undefined && endsWithMark(current)) this.#notify(notify);
     return true;
+  }
+
+  async mark(key: string, expect: string): Promise<boolean> {
+    const current = this.#lru.get(key);
+    if (current === undefined || !startsWith(current, expect)) return false;
+    if (!endsWithMark(current)) {
+      const marked = typeof current === 'string' ? current + WAIT_MARK : Buffer.concat([current, Buffer.from(WAIT_MARK)]);
+      const ttl = this.#lru.getRemainingTTL(key);
+      this.#write(key, marked, ttl === 0 || ttl === Infinity ? Infinity : ttl);
+    }
+    return true;
+  }
+
+  async expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]> {
+    return requests.map((r) => {
+      const current = this.#lru.get(r.key);
+      if (current === undefined || !startsWith(current, r.expect)) return false;
+      this.#write(r.key, current, r.ttl);
+      return true;
+    });
   }
 
   async delete(keys: readonly string[]): Promise<number> {

@@ -39,7 +39,6 @@ export interface RedisDriver {
   unlink(keys: readonly string[]): Promise<number>;
   /** Batches of keys matching `pattern`, from every master, with `SCAN` (never `KEYS`). */
   scan(pattern: string, count: number): AsyncIterable<string[]>;
-  publish(channel: string, message: string): Promise<unknown>;
   /** A new dedicated pub/sub connection. */
   subscriber(): Promise<DriverSubscriber>;
 

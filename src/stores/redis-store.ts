@@ -11,7 +11,9 @@ import { CircuitOpenError, InvalidOptionError, StoreError } from '../errors.js';
 import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resilience/breaker.js';
 import { Deadlines } from '../resilience/deadlines.js';
 import type { DriverSubscriber, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import { WAIT_MARK } from './store.js';
 import type {
+  ConditionalExpire,
   ConditionalWrite,
   LeaseRequest,
   Notice,
@@ -68,18 +70,35 @@ elseif (not cur) or string.sub(cur, 1, #expect) ~= expect then
   return 0
 end
 if ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if ARGV[4] ~= '' and cur and string.sub(cur, -1) == '${WAIT_MARK}' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1
 `);
 
-/** Deletes the key if its value starts with `ARGV[1]`, then publishes `ARGV[3]` on `ARGV[2]` when given. */
+/** Deletes the key if its value starts with `ARGV[1]`, then publishes `ARGV[3]` on `ARGV[2]` when given and marked. */
 export const DELETE_IF = new LuaScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  if ARGV[2] ~= '' and string.sub(cur, -1) == '${WAIT_MARK}' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
   return 1
 end
+return 0
+`);
+
+/** Appends the wait mark to the value if it starts with `ARGV[1]`, keeping its TTL. */
+export const MARK = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then
+  if string.sub(cur, -1) ~= '${WAIT_MARK}' then redis.call('SET', KEYS[1], cur .. '${WAIT_MARK}', 'KEEPTTL') end
+  return 1
+end
+return 0
+`);
+
+/** Sets PX \`ARGV[2]\` if the value starts with \`ARGV[1]\`. */
+export const EXPIRE_IF = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 `);
 
@@ -143,13 +162,15 @@ export class RedisStore implements Store {
             (state) => this.#onEvent?.({ type: 'breaker', state }),
             options.clock ?? systemClock,
           );
-    this.#deadlines = new Deadlines(timeout, {
-      settled: (error) => {
+    this.#deadlines = new Deadlines(
+      timeout,
+      (error) => {
         if (this.#breaker === undefined) return;
         if (error === undefined) this.#breaker.success();
         else if (this.#isAvailabilityFailure(error)) this.#breaker.failure();
       },
-    });
+      (error) => this.#wrap(error),
+    );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
   }
 
@@ -180,24 +201,42 @@ export class RedisStore implements Store {
     } catch (error) {
       return Promise.reject(this.#wrap(error));
     }
-    return this.#deadlines.track(promise).catch((error: unknown) => Promise.reject(this.#wrap(error)));
+    return this.#deadlines.track(promise);
   }
 
   #wrap(error: unknown): StoreError {
     if (error instanceof StoreError) return error;
     const message = error instanceof Error ? error.message : String(error);
-    return new StoreError('E_STORE_UNAVAILABLE', `Redis failed: ${message}`, { cause: error });
+    return new StoreError('E_STORE_UNAVAILABLE', `Redis failed: ${message}`, {
+      cause: error,
+      reply: this.driver.isReplyError(error),
+    });
+  }
+
+  /** One command through the breaker and the deadline timer, like {@link run} but without a closure. */
+  #send<R = unknown>(command: RedisCommand, key: string | undefined, binary: boolean, map?: (reply: unknown) => R): Promise<R> {
+    if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
+    let promise: Promise<unknown>;
+    try {
+      promise = this.driver.send(command, key, binary);
+    } catch (error) {
+      return Promise.reject(this.#wrap(error));
+    }
+    return this.#deadlines.track(promise, map);
   }
 
   /** Runs a script by SHA, loading it by source when Redis answers `NOSCRIPT`. */
-  script(script: LuaScript, keys: readonly string[], args: readonly RedisArg[], binary = false): Promise<unknown> {
-    const evalsha: RedisCommand = ['EVALSHA', script.sha, String(keys.length), ...keys, ...args];
-    return this.run(() =>
-      this.driver.send(evalsha, keys[0], binary).catch((error: unknown) => {
-        if (!isNoScript(error)) throw error;
-        return this.driver.send(['EVAL', script.source, String(keys.length), ...keys, ...args], keys[0], binary);
-      }),
-    );
+  async script(script: LuaScript, keys: readonly string[], args: readonly RedisArg[], binary = false): Promise<unknown> {
+    const command: RedisArg[] = ['EVALSHA', script.sha, String(keys.length), ...keys, ...args];
+    try {
+      return await this.#send(command, keys[0], binary);
+    } catch (error) {
+      if (!(error instanceof StoreError && isNoScript(error.cause))) throw error;
+      // EVAL also caches the script: the next call goes back to EVALSHA.
+      command[0] = 'EVAL';
+      command[1] = script.source;
+      return this.#send(command, keys[0], binary);
+    }
   }
 
   /** Runs a script once per key in one round trip; `argsFor(i)` gives each call's arguments. */
@@ -213,7 +252,15 @@ export class RedisStore implements Store {
   }
 
   get(key: string, binary: boolean): Promise<Wire | undefined> {
-    return this.run(() => this.driver.get(key, binary)).then(nullToUndefined);
+    // The hit path: no closure, one promise on top of the client's.
+    if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
+    let command: Promise<unknown>;
+    try {
+      command = this.driver.get(key, binary);
+    } catch (error) {
+      return Promise.reject(this.#wrap(error));
+    }
+    return this.#deadlines.track(command, nullToUndefined);
   }
 
   async getMany(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
@@ -223,7 +270,7 @@ export class RedisStore implements Store {
   }
 
   async set(key: string, value: Wire, ttl: number): Promise<void> {
-    await this.run(() => this.driver.send(setCommand(key, value, ttl), key, false));
+    await this.#send(setCommand(key, value, ttl), key, false);
   }
 
   async setMany(writes: readonly StoreWrite[]): Promise<void> {
@@ -242,13 +289,19 @@ export class RedisStore implements Store {
 
   async setIf(writes: readonly ConditionalWrite[]): Promise<boolean[]> {
     if (writes.length === 0) return [];
+    const args = (w: ConditionalWrite): RedisArg[] => [
+      w.expect,
+      w.value as RedisArg,
+      px(w.ttl),
+      w.notify?.channel ?? '',
+      w.notify?.message ?? '',
+    ];
+    // One write (every miss): a single command, without the batch plumbing.
+    if (writes.length === 1) return [Number(await this.script(SET_IF, [writes[0]!.key], args(writes[0]!))) === 1];
     const replies = await this.#scriptBatch(
       SET_IF,
       writes.map((w) => w.key),
-      (i) => {
-        const w = writes[i]!;
-        return [w.expect, w.value as RedisArg, px(w.ttl), w.notify?.channel ?? '', w.notify?.message ?? ''];
-      },
+      (i) => args(writes[i]!),
     );
     return replies.map((reply) => Number(reply) === 1);
   }
@@ -256,6 +309,18 @@ export class RedisStore implements Store {
   async lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]> {
     if (requests.length === 0) return [];
     const keys = requests.map((r) => r.key);
+    if (this.#nativeLease && requests.length === 1) {
+      // One lease (every miss): a single command, without the batch plumbing.
+      const r = requests[0]!;
+      try {
+        return [
+          await this.#send(['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET'], r.key, binary, nullToUndefined),
+        ];
+      } catch (error) {
+        if (!(error instanceof StoreError && /syntax/i.test(String((error.cause as Error | undefined)?.message)))) throw error;
+        // Redis < 7.0 refuses NX together with GET: the batch path below switches to the script.
+      }
+    }
     if (this.#nativeLease) {
       const commands = requests.map((r): RedisCommand => ['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET']);
       const replies = await this.run(() => this.driver.batch(commands, keys, binary));
@@ -276,6 +341,20 @@ export class RedisStore implements Store {
 
   async deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean> {
     return Number(await this.script(DELETE_IF, [key], [expect, notify?.channel ?? '', notify?.message ?? ''])) === 1;
+  }
+
+  async mark(key: string, expect: string): Promise<boolean> {
+    return Number(await this.script(MARK, [key], [expect])) === 1;
+  }
+
+  async expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]> {
+    if (requests.length === 0) return [];
+    const replies = await this.#scriptBatch(
+      EXPIRE_IF,
+      requests.map((r) => r.key),
+      (i) => [requests[i]!.expect, px(requests[i]!.ttl)],
+    );
+    return replies.map((reply) => Number(reply) === 1);
   }
 
   async delete(keys: readonly string[]): Promise<number> {
@@ -309,7 +388,7 @@ export class RedisStore implements Store {
   }
 
   async publish(channel: string, message: string): Promise<void> {
-    await this.run(() => this.driver.publish(channel, message));
+    await this.#send(['PUBLISH', channel, message], channel, false);
   }
 
   async subscribe(channel: string, handlers: SubscribeHandlers): Promise<Subscription> {

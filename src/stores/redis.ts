@@ -150,10 +150,6 @@ class NodeRedisDriver implements RedisDriver {
     }
   }
 
-  publish(channel: string, message: string): Promise<unknown> {
-    return this.#send(['PUBLISH', channel, message], channel, false);
-  }
-
   async subscriber(): Promise<DriverSubscriber> {
     const connection = this.#client.duplicate();
     const connectionListeners: ((connected: boolean) => void)[] = [];

@@ -21,10 +21,27 @@ export interface StoreWrite {
   readonly ttl: number;
 }
 
-/** A message published (atomically, with the write or delete) when a conditional operation succeeds. */
+/**
+ * The wait mark: a byte appended (by {@link Store.mark}) to a value someone waits on. Conditional
+ * writes and deletes publish their {@link Notice} only when the value they replace carries it,
+ * so nothing is published when nobody waits.
+ */
+export const WAIT_MARK = 'w';
+
+/**
+ * A message published, atomically with a conditional write or delete, when that operation
+ * succeeds and the value it replaced carried the {@link WAIT_MARK}.
+ */
 export interface Notice {
   readonly channel: string;
   readonly message: string;
+}
+
+/** A TTL change that only happens if the current value starts with `expect`. */
+export interface ConditionalExpire {
+  readonly key: string;
+  readonly expect: string;
+  readonly ttl: number;
 }
 
 /** A write that only happens if the current value starts with `expect` (`''`: the key is absent). */
@@ -91,8 +108,12 @@ export interface Store {
    * (the lease is yours); otherwise answer the current value (`SET NX PX GET`). One round trip.
    */
   lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]>;
-  /** Deletes `key` only if its value starts with `expect`, publishing `notify` if it did. Atomic. */
+  /** Deletes `key` only if its value starts with `expect` (then publishes `notify` if it was marked). Atomic. */
   deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean>;
+  /** Appends the {@link WAIT_MARK} to the value of `key` if it starts with `expect` (keeping its TTL). Atomic. */
+  mark(key: string, expect: string): Promise<boolean>;
+  /** Sets the TTL of each key whose value starts with its `expect`, in one round trip. Atomic per key. */
+  expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]>;
   /** Deletes keys in one round trip; returns how many existed. */
   delete(keys: readonly string[]): Promise<number>;
   /** Deletes every key starting with `prefix`, in batches (never `KEYS`); returns how many. */

@@ -112,7 +112,8 @@ export function cacheSuite(driver: DriverName): void {
         expect(loader).toHaveBeenCalledTimes(1);
         expect(await cache.has('missing')).toBe(false);
         const ttl = await h.raw.ttl(`${cache.prefix}missing`);
-        expect(ttl).toBeGreaterThan(2_000 * 0.94);
+        // Jitter takes up to 5%; allow time for the 50 reads on a loaded machine.
+        expect(ttl).toBeGreaterThan(2_000 * 0.95 - 500);
         expect(ttl).toBeLessThanOrEqual(2_000);
         expect(cache.stats().negativeHits).toBe(49);
       });
