@@ -166,3 +166,64 @@ export function isStoreError(error: unknown): error is StoreError {
 export function isAbortError(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { name?: unknown }).name === 'AbortError';
 }
+
+/** Why a session operation found no usable session. */
+export type SessionInvalidReason =
+  /** The session does not exist (never did, expired in the store, or was revoked). */
+  | 'gone'
+  /** The token was rotated away and is only valid, read-only, within its grace window. */
+  | 'rotated'
+  /** The token is not a Larder session token, or its secret does not match. */
+  | 'invalid'
+  /** The request failed the cross-site (CSRF) check. */
+  | 'csrf'
+  /** A login raced `revokeAllForUser`: the user's epoch moved since `userEpoch()` was read. */
+  | 'epoch';
+
+/** No usable session for the operation (revoked, expired, rotated away, or a forged token). */
+export class SessionInvalidError extends LarderError {
+  override readonly name = 'SessionInvalidError';
+  readonly reason: SessionInvalidReason;
+  constructor(reason: SessionInvalidReason, message: string, options?: LarderErrorOptions) {
+    super('E_SESSION_INVALID', message, options);
+    this.reason = reason;
+  }
+}
+
+/** `create()` refused: the user already has `maxSessionsPerUser` sessions and `onLimit` is `'reject'`. */
+export class SessionLimitError extends LarderError {
+  override readonly name = 'SessionLimitError';
+  readonly limit: number;
+  constructor(limit: number, options?: LarderErrorOptions) {
+    super('E_SESSION_LIMIT', `The user already has the maximum of ${limit} sessions`, options);
+    this.limit = limit;
+  }
+}
+
+/** Session data refused: too large, too many keys, not JSON, a prototype-polluting key, or not the schema. */
+export class SessionDataError extends LarderError {
+  override readonly name = 'SessionDataError';
+  readonly issues: readonly { readonly message: string; readonly path?: readonly unknown[] | undefined }[];
+  constructor(
+    message: string,
+    issues: readonly { readonly message: string; readonly path?: readonly unknown[] | undefined }[] = [],
+    options?: LarderErrorOptions,
+  ) {
+    super('E_SESSION_DATA', message, options);
+    this.issues = issues;
+  }
+}
+
+/**
+ * The session store failed, timed out or is behind an open circuit breaker. `cause` is the
+ * underlying `StoreError`. Sessions fail closed: the middleware answers 503 and never treats the
+ * request as authenticated.
+ */
+export class SessionStoreError extends LarderError {
+  override readonly name = 'SessionStoreError';
+  readonly operation: string;
+  constructor(operation: string, options?: LarderErrorOptions) {
+    super('E_SESSION_STORE', `The session store failed during ${operation}`, options);
+    this.operation = operation;
+  }
+}

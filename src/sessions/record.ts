@@ -1,0 +1,166 @@
+/**
+ * The stored session record and the backend contract both stores implement (Redis through Lua
+ * scripts, memory through maps), with identical semantics.
+ *
+ * A record is a flat field map, the same in both backends:
+ * `h` secret hash · `u` user id · `x` user ref · `c` created · `l` last seen · `a` absolute
+ * deadline · `ip`, `ua` · `n` successor id and `g` grace end (a rotated-away token) ·
+ * `d:<key>` one JSON value per top-level data key (so concurrent writes of different keys merge).
+ *
+ * @module
+ */
+import type { SessionRef, UserRef } from './keys.js';
+
+export const DATA_PREFIX = 'd:';
+
+export interface SessionRecord {
+  readonly id: string;
+  readonly tag: string;
+  readonly hash: string;
+  readonly userId: string;
+  readonly uref: string;
+  readonly createdAt: number;
+  readonly lastSeenAt: number;
+  readonly absoluteAt: number;
+  readonly ip: string | undefined;
+  readonly userAgent: string | undefined;
+  readonly successor: string | undefined;
+  readonly graceUntil: number | undefined;
+  /** Data key → JSON text. */
+  readonly data: ReadonlyMap<string, string>;
+}
+
+/** Builds a record from stored fields; `undefined` when required fields are missing or damaged. */
+export function recordFrom(ref: SessionRef, fields: ReadonlyMap<string, string>): SessionRecord | undefined {
+  const hash = fields.get('h');
+  const userId = fields.get('u');
+  const uref = fields.get('x');
+  const createdAt = Number(fields.get('c'));
+  const lastSeenAt = Number(fields.get('l'));
+  const absoluteAt = Number(fields.get('a'));
+  if (hash === undefined || userId === undefined || uref === undefined) return undefined;
+  if (!Number.isFinite(createdAt) || !Number.isFinite(lastSeenAt) || !Number.isFinite(absoluteAt)) return undefined;
+  const graceText = fields.get('g');
+  const graceUntil = graceText === undefined ? undefined : Number(graceText);
+  const data = new Map<string, string>();
+  for (const [field, value] of fields) {
+    if (field.startsWith(DATA_PREFIX)) data.set(field.slice(DATA_PREFIX.length), value);
+  }
+  return {
+    id: ref.id,
+    tag: ref.tag,
+    hash,
+    userId,
+    uref,
+    createdAt,
+    lastSeenAt,
+    absoluteAt,
+    ip: fields.get('ip'),
+    userAgent: fields.get('ua'),
+    successor: fields.get('n'),
+    graceUntil: graceUntil !== undefined && Number.isFinite(graceUntil) ? graceUntil : undefined,
+    data,
+  };
+}
+
+/** A session in a user's listing (no hash, no data). */
+export interface ListedRecord {
+  readonly id: string;
+  readonly createdAt: number;
+  readonly lastSeenAt: number;
+  readonly absoluteAt: number;
+  readonly expiresAt: number;
+  readonly ip: string | undefined;
+  readonly userAgent: string | undefined;
+}
+
+export interface CreateInput {
+  readonly user: UserRef;
+  readonly userId: string;
+  readonly id: string;
+  readonly hash: string;
+  readonly now: number;
+  readonly absoluteAt: number;
+  /** min(now + idle, absoluteAt): the store TTL and the index score. */
+  readonly expiresAt: number;
+  readonly ip: string | undefined;
+  readonly userAgent: string | undefined;
+  readonly data: ReadonlyMap<string, string>;
+  /** `Infinity`: no limit. */
+  readonly limit: number;
+  readonly onLimit: 'evict-oldest' | 'reject';
+  /** Refuse unless the user's epoch is still this. */
+  readonly epoch: number | undefined;
+}
+
+export interface CreateOutcome {
+  readonly status: 'ok' | 'limit' | 'epoch' | 'collision';
+  /** Index members found expired (pruned). */
+  readonly expired: readonly string[];
+  /** Sessions revoked to make room (`evict-oldest`). */
+  readonly evicted: readonly string[];
+}
+
+export interface TouchInput {
+  readonly ref: SessionRef;
+  readonly user: UserRef;
+  readonly now: number;
+  /** Skip the write when the stored last-seen time is more recent than `now - interval`. */
+  readonly interval: number;
+  readonly expiresAt: number;
+  readonly ip: string | undefined;
+  readonly userAgent: string | undefined;
+}
+
+export interface TouchOutcome {
+  readonly touched: boolean;
+  readonly expired: readonly string[];
+}
+
+export interface RotateInput {
+  readonly old: SessionRef;
+  readonly user: UserRef;
+  readonly id: string;
+  readonly hash: string;
+  readonly now: number;
+  readonly expiresAt: number;
+  /** `0`: the old token dies now. */
+  readonly graceUntil: number;
+  readonly ip: string | undefined;
+  readonly userAgent: string | undefined;
+}
+
+export type UpdateOutcome = 'ok' | 'gone' | 'rotated' | 'too-large';
+export type RotateOutcome = 'ok' | 'gone' | 'rotated' | 'collision';
+
+export interface SessionBackend {
+  /** The record, or `undefined`. Never writes. */
+  read(ref: SessionRef, now: number): Promise<SessionRecord | undefined>;
+  create(input: CreateInput): Promise<CreateOutcome>;
+  /** Renews last-seen and TTL only if the session exists and is due; prunes the user's index. */
+  touch(input: TouchInput): Promise<TouchOutcome>;
+  /** Writes and deletes data fields only if the session exists; enforces the limits atomically. */
+  update(
+    ref: SessionRef,
+    set: ReadonlyMap<string, string>,
+    remove: readonly string[],
+    limits: { readonly maxBytes: number; readonly maxKeys: number },
+    now: number,
+  ): Promise<UpdateOutcome>;
+  rotate(input: RotateInput): Promise<RotateOutcome>;
+  /** Deletes the session (and, for a rotated-away token, its successor). Returns the ids deleted. */
+  remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]>;
+  /** Deletes a session found expired by its timestamps; `true` only for the caller that removed it. */
+  expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean>;
+  /** Deletes every session of the user except `keep`; bumps the epoch when asked. */
+  removeAll(
+    user: UserRef,
+    now: number,
+    keep: string | undefined,
+    bumpEpoch: boolean,
+    epochTtl: number,
+  ): Promise<{ revoked: string[]; expired: string[] }>;
+  /** The user's live sessions, after pruning expired index members. */
+  list(user: UserRef, now: number): Promise<{ sessions: ListedRecord[]; expired: string[] }>;
+  epoch(user: UserRef, now: number): Promise<number>;
+}

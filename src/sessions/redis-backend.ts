@@ -1,0 +1,441 @@
+/**
+ * Sessions on Redis: one hash per session, one sorted set (index) and one counter (epoch) per
+ * user, all under the user's hash tag. Every write is a Lua script touching one slot, and every
+ * write to a session first checks it still exists, so nothing a slow request does can bring a
+ * revoked session back. Reads are a single `HGETALL`. Nothing ever scans the keyspace.
+ *
+ * Scripts build member keys from the session prefix they are given (same hash tag, so the same
+ * slot as their declared keys), which is how a per-user operation stays one script on a cluster.
+ *
+ * @module
+ */
+import { LuaScript, type RedisStore } from '../stores/redis-store.js';
+import type { RedisArg } from '../stores/redis-driver.js';
+import { KeyLayout, type SessionRef, type UserRef } from './keys.js';
+import {
+  DATA_PREFIX,
+  recordFrom,
+  type CreateInput,
+  type CreateOutcome,
+  type ListedRecord,
+  type RotateInput,
+  type RotateOutcome,
+  type SessionBackend,
+  type SessionRecord,
+  type TouchInput,
+  type TouchOutcome,
+  type UpdateOutcome,
+} from './record.js';
+
+/** Shared helpers: keep the index's TTL at its latest member's expiry; drop expired members. */
+const HELPERS = `
+local function ms(x) return string.format('%d', x) end
+local function settle(idx, now)
+  local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
+  if #top == 0 then return end
+  local ttl = tonumber(top[2]) - now
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', idx, ms(ttl))
+end
+local function prune(idx, prefix, now)
+  local gone = redis.call('ZRANGEBYSCORE', idx, '-inf', ms(now))
+  for i = 1, #gone do
+    redis.call('ZREM', idx, gone[i])
+    redis.call('DEL', prefix .. gone[i])
+  end
+  return gone
+end
+`;
+
+const lua = (body: string) => new LuaScript(HELPERS + body);
+
+/**
+ * KEYS: index, epoch, session. ARGV: prefix, now, id, hash, userId, uref, absoluteAt, expiresAt,
+ * ip, ua, limit (0: none), onLimit, expected epoch ('' : any), then data field/value pairs.
+ */
+const CREATE = lua(`
+local idx, ep, skey = KEYS[1], KEYS[2], KEYS[3]
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+if ARGV[13] ~= '' then
+  local cur = redis.call('GET', ep) or '0'
+  if cur ~= ARGV[13] then return {'epoch', {}, {}} end
+end
+if redis.call('EXISTS', skey) == 1 then return {'collision', {}, {}} end
+local expired = prune(idx, prefix, now)
+local evicted = {}
+local limit = tonumber(ARGV[11])
+if limit > 0 then
+  local members = redis.call('ZRANGE', idx, 0, -1)
+  if #members >= limit then
+    local aged = {}
+    for i = 1, #members do
+      local c = redis.call('HGET', prefix .. members[i], 'c')
+      if c then
+        aged[#aged + 1] = {members[i], tonumber(c)}
+      else
+        redis.call('ZREM', idx, members[i])
+        expired[#expired + 1] = members[i]
+      end
+    end
+    if #aged >= limit then
+      if ARGV[12] == 'reject' then
+        settle(idx, now)
+        return {'limit', expired, {}}
+      end
+      table.sort(aged, function(x, y)
+        if x[2] == y[2] then return x[1] < y[1] end
+        return x[2] < y[2]
+      end)
+      for i = 1, #aged - limit + 1 do
+        redis.call('DEL', prefix .. aged[i][1])
+        redis.call('ZREM', idx, aged[i][1])
+        evicted[#evicted + 1] = aged[i][1]
+      end
+    end
+  end
+end
+local fields = {'h', ARGV[4], 'u', ARGV[5], 'x', ARGV[6], 'c', ARGV[2], 'l', ARGV[2], 'a', ARGV[7]}
+if ARGV[9] ~= '' then fields[#fields + 1] = 'ip'; fields[#fields + 1] = ARGV[9] end
+if ARGV[10] ~= '' then fields[#fields + 1] = 'ua'; fields[#fields + 1] = ARGV[10] end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', skey, unpack(fields))
+local exp = tonumber(ARGV[8])
+redis.call('PEXPIRE', skey, ms(math.max(1, exp - now)))
+redis.call('ZADD', idx, ms(exp), ARGV[3])
+settle(idx, now)
+return {'ok', expired, evicted}
+`);
+
+/** KEYS: session, index. ARGV: prefix, now, interval, expiresAt, id, ip, ua. */
+const TOUCH = lua(`
+local l = redis.call('HGET', KEYS[1], 'l')
+if not l then return {0, {}} end
+if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return {0, {}} end
+local now = tonumber(ARGV[2])
+if now - tonumber(l) < tonumber(ARGV[3]) then return {0, {}} end
+local exp = tonumber(ARGV[4])
+local a = tonumber(redis.call('HGET', KEYS[1], 'a'))
+if a and a < exp then exp = a end
+if exp <= now then return {0, {}} end
+local fields = {'l', ARGV[2]}
+if ARGV[6] ~= '' then fields[#fields + 1] = 'ip'; fields[#fields + 1] = ARGV[6] end
+if ARGV[7] ~= '' then fields[#fields + 1] = 'ua'; fields[#fields + 1] = ARGV[7] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ms(exp - now))
+local expired = prune(KEYS[2], ARGV[1], now)
+redis.call('ZADD', KEYS[2], ms(exp), ARGV[5])
+settle(KEYS[2], now)
+return {1, expired}
+`);
+
+/** KEYS: session. ARGV: maxBytes, maxKeys, pair count, field/value pairs, fields to delete. */
+const UPDATE = lua(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return 'rotated' end
+local all = redis.call('HGETALL', KEYS[1])
+local size = {}
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == '${DATA_PREFIX}' then size[all[i]] = #all[i] - 2 + #all[i + 1] end
+end
+local nset = tonumber(ARGV[3])
+local sets, dels = {}, {}
+for i = 0, nset - 1 do
+  local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  size[f] = #f - 2 + #v
+  sets[#sets + 1] = f
+  sets[#sets + 1] = v
+end
+for i = 4 + 2 * nset, #ARGV do
+  size[ARGV[i]] = nil
+  dels[#dels + 1] = ARGV[i]
+end
+local total, count = 0, 0
+for _, s in pairs(size) do
+  total = total + s
+  count = count + 1
+end
+if total > tonumber(ARGV[1]) or count > tonumber(ARGV[2]) then return 'too-large' end
+if #sets > 0 then redis.call('HSET', KEYS[1], unpack(sets)) end
+if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
+return 'ok'
+`);
+
+/** KEYS: old session, new session, index. ARGV: now, old id, new id, new hash, expiresAt, graceUntil, ip, ua. */
+const ROTATE = lua(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return 'rotated' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'collision' end
+local now = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local fields = {}
+local a
+for i = 1, #all, 2 do
+  local f = all[i]
+  if f == 'a' then a = tonumber(all[i + 1]) end
+  if f ~= 'h' and f ~= 'l' and not (f == 'ip' and ARGV[7] ~= '') and not (f == 'ua' and ARGV[8] ~= '') then
+    fields[#fields + 1] = f
+    fields[#fields + 1] = all[i + 1]
+  end
+end
+fields[#fields + 1] = 'h'; fields[#fields + 1] = ARGV[4]
+fields[#fields + 1] = 'l'; fields[#fields + 1] = ARGV[1]
+if ARGV[7] ~= '' then fields[#fields + 1] = 'ip'; fields[#fields + 1] = ARGV[7] end
+if ARGV[8] ~= '' then fields[#fields + 1] = 'ua'; fields[#fields + 1] = ARGV[8] end
+local exp = tonumber(ARGV[5])
+if a and a < exp then exp = a end
+if exp <= now then return 'gone' end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ms(exp - now))
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ms(exp), ARGV[3])
+local grace = tonumber(ARGV[6])
+if grace > now then
+  redis.call('HSET', KEYS[1], 'n', ARGV[3], 'g', ARGV[6])
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl < 0 or pttl > grace - now then redis.call('PEXPIRE', KEYS[1], ms(grace - now)) end
+else
+  redis.call('DEL', KEYS[1])
+end
+settle(KEYS[3], now)
+return 'ok'
+`);
+
+/** KEYS: session, index. ARGV: prefix, id, now. Also deletes the successor of a rotated-away token. */
+const REMOVE = lua(`
+local removed = {}
+local n = redis.call('HGET', KEYS[1], 'n')
+if redis.call('DEL', KEYS[1]) == 1 then removed[#removed + 1] = ARGV[2] end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if n then
+  if redis.call('DEL', ARGV[1] .. n) == 1 then removed[#removed + 1] = n end
+  redis.call('ZREM', KEYS[2], n)
+end
+settle(KEYS[2], tonumber(ARGV[3]))
+return removed
+`);
+
+/** KEYS: session, index. ARGV: id, now. 1 only for the caller that removed it. */
+const EXPIRE = lua(`
+local d = redis.call('DEL', KEYS[1])
+local z = redis.call('ZREM', KEYS[2], ARGV[1])
+settle(KEYS[2], tonumber(ARGV[2]))
+if d + z > 0 then return 1 end
+return 0
+`);
+
+/** KEYS: index, epoch. ARGV: prefix, now, id to keep (''), bump epoch ('1'), epoch TTL. */
+const REMOVE_ALL = lua(`
+local now = tonumber(ARGV[2])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local revoked, expired = {}, {}
+for i = 1, #members, 2 do
+  local m = members[i]
+  if m ~= ARGV[3] then
+    redis.call('DEL', ARGV[1] .. m)
+    redis.call('ZREM', KEYS[1], m)
+    if tonumber(members[i + 1]) <= now then expired[#expired + 1] = m else revoked[#revoked + 1] = m end
+  end
+end
+if ARGV[4] == '1' then
+  redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+settle(KEYS[1], now)
+return {revoked, expired}
+`);
+
+/** KEYS: index. ARGV: prefix, now. */
+const LIST = lua(`
+local now = tonumber(ARGV[2])
+local expired = prune(KEYS[1], ARGV[1], now)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #members, 2 do
+  local f = redis.call('HMGET', ARGV[1] .. members[i], 'c', 'l', 'a', 'ip', 'ua')
+  if f[1] then
+    out[#out + 1] = {members[i], members[i + 1], f[1], f[2], f[3], f[4] or '', f[5] or ''}
+  else
+    redis.call('ZREM', KEYS[1], members[i])
+    expired[#expired + 1] = members[i]
+  end
+end
+settle(KEYS[1], now)
+return {out, expired}
+`);
+
+const str = (value: unknown): string =>
+  typeof value === 'string' ? value : Buffer.isBuffer(value) ? value.toString('utf8') : String(value);
+const strings = (value: unknown): string[] => (Array.isArray(value) ? value.map(str) : []);
+const ms = (value: number): string => String(Math.round(value));
+const opt = (value: string | undefined): string => value ?? '';
+
+/** `HGETALL` replies: a flat array (RESP2), or a map / object (RESP3). */
+function fieldMap(reply: unknown): Map<string, string> {
+  const fields = new Map<string, string>();
+  if (Array.isArray(reply)) {
+    for (let i = 0; i + 1 < reply.length; i += 2) fields.set(str(reply[i]), str(reply[i + 1]));
+  } else if (reply instanceof Map) {
+    for (const [field, value] of reply) fields.set(str(field), str(value));
+  } else if (typeof reply === 'object' && reply !== null) {
+    for (const [field, value] of Object.entries(reply)) fields.set(field, str(value));
+  }
+  return fields;
+}
+
+export class RedisSessionBackend implements SessionBackend {
+  readonly #store: RedisStore;
+  readonly #keys: KeyLayout;
+
+  constructor(store: RedisStore, keys: KeyLayout) {
+    this.#store = store;
+    this.#keys = keys;
+  }
+
+  async read(ref: SessionRef): Promise<SessionRecord | undefined> {
+    const key = this.#keys.session(ref);
+    const reply = await this.#store.run(() => this.#store.driver.send(['HGETALL', key], key, false));
+    const fields = fieldMap(reply);
+    return fields.size === 0 ? undefined : recordFrom(ref, fields);
+  }
+
+  async create(input: CreateInput): Promise<CreateOutcome> {
+    const { user } = input;
+    const data: RedisArg[] = [];
+    for (const [key, json] of input.data) data.push(DATA_PREFIX + key, json);
+    const reply = await this.#store.script(
+      CREATE,
+      [this.#keys.index(user), this.#keys.epoch(user), this.#keys.session({ tag: user.tag, id: input.id })],
+      [
+        this.#keys.sessionPrefix(user.tag),
+        ms(input.now),
+        input.id,
+        input.hash,
+        input.userId,
+        user.uref,
+        ms(input.absoluteAt),
+        ms(input.expiresAt),
+        opt(input.ip),
+        opt(input.userAgent),
+        input.limit === Infinity ? '0' : String(input.limit),
+        input.onLimit === 'reject' ? 'reject' : 'evict',
+        input.epoch === undefined ? '' : String(input.epoch),
+        ...data,
+      ],
+    );
+    const [status, expired, evicted] = Array.isArray(reply) ? reply : [];
+    return {
+      status: str(status) as CreateOutcome['status'],
+      expired: strings(expired),
+      evicted: strings(evicted),
+    };
+  }
+
+  async touch(input: TouchInput): Promise<TouchOutcome> {
+    const reply = await this.#store.script(
+      TOUCH,
+      [this.#keys.session(input.ref), this.#keys.index(input.user)],
+      [
+        this.#keys.sessionPrefix(input.ref.tag),
+        ms(input.now),
+        ms(input.interval),
+        ms(input.expiresAt),
+        input.ref.id,
+        opt(input.ip),
+        opt(input.userAgent),
+      ],
+    );
+    const [touched, expired] = Array.isArray(reply) ? reply : [];
+    return { touched: Number(touched) === 1, expired: strings(expired) };
+  }
+
+  async update(
+    ref: SessionRef,
+    set: ReadonlyMap<string, string>,
+    remove: readonly string[],
+    limits: { readonly maxBytes: number; readonly maxKeys: number },
+  ): Promise<UpdateOutcome> {
+    const pairs: RedisArg[] = [];
+    for (const [key, json] of set) pairs.push(DATA_PREFIX + key, json);
+    const reply = await this.#store.script(
+      UPDATE,
+      [this.#keys.session(ref)],
+      [String(limits.maxBytes), String(limits.maxKeys), String(set.size), ...pairs, ...remove.map((k) => DATA_PREFIX + k)],
+    );
+    return str(reply) as UpdateOutcome;
+  }
+
+  async rotate(input: RotateInput): Promise<RotateOutcome> {
+    const reply = await this.#store.script(
+      ROTATE,
+      [this.#keys.session(input.old), this.#keys.session({ tag: input.old.tag, id: input.id }), this.#keys.index(input.user)],
+      [
+        ms(input.now),
+        input.old.id,
+        input.id,
+        input.hash,
+        ms(input.expiresAt),
+        ms(input.graceUntil),
+        opt(input.ip),
+        opt(input.userAgent),
+      ],
+    );
+    return str(reply) as RotateOutcome;
+  }
+
+  async remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]> {
+    const reply = await this.#store.script(
+      REMOVE,
+      [this.#keys.session(ref), this.#keys.index(user)],
+      [this.#keys.sessionPrefix(ref.tag), ref.id, ms(now)],
+    );
+    return strings(reply);
+  }
+
+  async expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean> {
+    const reply = await this.#store.script(EXPIRE, [this.#keys.session(ref), this.#keys.index(user)], [ref.id, ms(now)]);
+    return Number(reply) === 1;
+  }
+
+  async removeAll(
+    user: UserRef,
+    now: number,
+    keep: string | undefined,
+    bumpEpoch: boolean,
+    epochTtl: number,
+  ): Promise<{ revoked: string[]; expired: string[] }> {
+    const reply = await this.#store.script(
+      REMOVE_ALL,
+      [this.#keys.index(user), this.#keys.epoch(user)],
+      [this.#keys.sessionPrefix(user.tag), ms(now), keep ?? '', bumpEpoch ? '1' : '0', ms(epochTtl)],
+    );
+    const [revoked, expired] = Array.isArray(reply) ? reply : [];
+    return { revoked: strings(revoked), expired: strings(expired) };
+  }
+
+  async list(user: UserRef, now: number): Promise<{ sessions: ListedRecord[]; expired: string[] }> {
+    const reply = await this.#store.script(LIST, [this.#keys.index(user)], [this.#keys.sessionPrefix(user.tag), ms(now)]);
+    const [rows, expired] = Array.isArray(reply) ? reply : [];
+    const sessions: ListedRecord[] = [];
+    for (const row of Array.isArray(rows) ? rows : []) {
+      const [id, score, c, l, a, ip, ua] = strings(row);
+      if (id === undefined) continue;
+      sessions.push({
+        id,
+        expiresAt: Number(score),
+        createdAt: Number(c),
+        lastSeenAt: Number(l),
+        absoluteAt: Number(a),
+        ip: ip === '' || ip === undefined ? undefined : ip,
+        userAgent: ua === '' || ua === undefined ? undefined : ua,
+      });
+    }
+    return { sessions, expired: strings(expired) };
+  }
+
+  async epoch(user: UserRef): Promise<number> {
+    const key = this.#keys.epoch(user);
+    const reply = await this.#store.run(() => this.#store.driver.send(['GET', key], key, false));
+    const value = reply === null || reply === undefined ? 0 : Number(str(reply));
+    return Number.isFinite(value) ? value : 0;
+  }
+}
