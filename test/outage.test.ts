@@ -203,6 +203,27 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     expect(delta).toEqual({ mget: 1, info: 1 });
   });
 
+  it('a miss costs GET, lease and compare-and-set; with lock: false a GET and a plain SET', async () => {
+    const redis = await server();
+    const { store } = await storeFor(driver, redis.url);
+    const inspector = await nodeRedis(redis.url);
+    cleanups.push(() => inspector.close());
+    const strict = cacheOn(store);
+    const fast = cacheOn(store, { lock: false });
+    let before = await commandStats(inspector);
+    await strict.getOrSet('k', () => 1);
+    const strictDelta = statsDelta(before, await commandStats(inspector));
+    // GET (miss), SET NX PX GET (lease), EVALSHA (compare-and-set). Once misses dominate, reads
+    // use the lease command directly and a miss is two commands.
+    expect(strictDelta).toEqual({ get: 1, set: 1, evalsha: 1, info: 1 });
+    before = await commandStats(inspector);
+    const loader = vi.fn(async () => 1);
+    await Promise.all(Array.from({ length: 10 }, () => fast.getOrSet('k', loader)));
+    expect(loader).toHaveBeenCalledTimes(1);
+    const fastDelta = statsDelta(before, await commandStats(inspector));
+    expect(fastDelta).toEqual({ get: 10, set: 1, info: 1 });
+  });
+
   it('clear scans and unlinks in batches, never KEYS', async () => {
     const redis = await server();
     const { store } = await storeFor(driver, redis.url);

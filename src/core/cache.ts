@@ -350,7 +350,10 @@ export class Cache {
     const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
     let read: Read | undefined;
     let wire: Wire | undefined | null;
-    const lease = core.leaseFirst && core.store.shared && options?.forceFresh !== true ? this.#newLease(fullKey) : undefined;
+    const lease =
+      core.leaseFirst && core.store.shared && opts.lock !== false && options?.forceFresh !== true
+        ? this.#newLease(fullKey)
+        : undefined;
     try {
       const reading =
         lease === undefined
@@ -464,6 +467,11 @@ export class Cache {
   /** Everything after a read that did not find a fresh entry. */
   async #obtain<T>(job: Job<T>, read: Read): Promise<Outcome<T>> {
     const core = this.#core;
+    if (job.opts.lock === false && read.state !== 'stale' && read.state !== 'leased') {
+      // No leases: load and write unconditionally (last write wins).
+      this.#miss(job.key);
+      return this.#now(await this.#load(job, { expect: undefined, lease: undefined, stale: undefined }));
+    }
     switch (read.state) {
       case 'stale':
         return this.#fromStale(job, read.entry);
@@ -584,7 +592,7 @@ export class Cache {
    */
   async #load<T>(
     job: Job<T>,
-    plan: { readonly expect: string; readonly lease: Lease | undefined; readonly stale: Entry | undefined },
+    plan: { readonly expect: string | undefined; readonly lease: Lease | undefined; readonly stale: Entry | undefined },
     background = false,
   ): Promise<Loaded<T>> {
     const core = this.#core;
@@ -638,10 +646,11 @@ export class Cache {
   }
 
   /**
-   * Writes a loaded value with a compare-and-set on `expect`. Issued synchronously (so later
-   * commands on the connection see it), settled in the background; never rejects.
+   * Writes a loaded value with a compare-and-set on `expect` (`undefined`: unconditionally, for
+   * `lock: false`). Issued synchronously (so later commands on the connection see it), settled in
+   * the background; never rejects.
    */
-  #write<T>(job: Job<T>, value: T, loadMs: number, expect: string, lease: Lease | undefined): Promise<unknown> {
+  #write<T>(job: Job<T>, value: T, loadMs: number, expect: string | undefined, lease: Lease | undefined): Promise<unknown> {
     const core = this.#core;
     if (job.flight.invalidated) {
       this.#skipped(job.key);
@@ -651,6 +660,12 @@ export class Cache {
     const kind: EntryKind = value === undefined ? 'n' : 'v';
     const write = this.#entryWrite(job.key, value, kind, loadMs, now, job.opts, job.codec);
     if (write === undefined) return lease === undefined ? DONE : this.#releaseLease(lease);
+    if (expect === undefined) {
+      return core.store.set(write.key, write.value, write.ttl).catch((error: unknown) => {
+        core.counters.writeErrors++;
+        core.storeError('set', job.key, error);
+      });
+    }
     const conditional: ConditionalWrite = {
       key: write.key,
       value: write.value,
@@ -979,7 +994,11 @@ export class Cache {
       this.#miss(key);
       return undefined;
     }
-    const read = await this.#classify(key, wire, codec, options?.schema);
+    return this.#settleRead<T>(key, await this.#classify(key, wire, codec, options?.schema), options);
+  }
+
+  /** The answer of a plain read, once classified; cleans up unreadable entries. */
+  #settleRead<T>(key: string, read: Read, options: GetOptions<T> | undefined): T | undefined {
     if (read.state === 'fresh' || (read.state === 'stale' && options?.allowStale === true)) {
       this.#hit(key, read.entry, read.state === 'stale');
       return read.entry.kind === 'n' ? undefined : (read.entry.value as T);
@@ -1022,7 +1041,19 @@ export class Cache {
       this.#readFailed('getMany', undefined, error);
       return fullKeys.map(() => undefined);
     }
-    return Promise.all(fullKeys.map((key, i) => this.#answer<T>(key, wires[i], codec, options)));
+    if (options?.schema !== undefined)
+      return Promise.all(fullKeys.map((key, i) => this.#answer<T>(key, wires[i], codec, options)));
+    // Without a schema every entry decodes synchronously: no promise per key.
+    const values = new Array<T | undefined>(fullKeys.length);
+    for (let i = 0; i < fullKeys.length; i++) {
+      const key = fullKeys[i]!;
+      const wire = wires[i];
+      if (wire === undefined) {
+        this.#miss(key);
+        values[i] = undefined;
+      } else values[i] = this.#settleRead<T>(key, this.#classify(key, wire, codec, undefined) as Read, options);
+    }
+    return values;
   }
 
   // --- writing ------------------------------------------------------------------------------
@@ -1228,6 +1259,18 @@ export class Cache {
             this.#miss(member.key);
             unleased.push(member);
             return;
+          case 'absent':
+          case 'corrupt':
+          case 'expired':
+          case 'invalid':
+            if (opts.lock === false) {
+              // No leases: load and write unconditionally (last write wins).
+              this.#miss(member.key);
+              member.expect = undefined;
+              unleased.push(member);
+              return;
+            }
+            break;
           case 'corrupt':
             cleanup.push(core.store.delete([member.key]).catch(() => undefined));
             break;
@@ -1351,6 +1394,7 @@ export class Cache {
     }
     const now = core.clock.now();
     const writes: (ConditionalWrite & { member: Member<T> })[] = [];
+    const unconditional: (StoreWrite & { member: Member<T> })[] = [];
     await Promise.all(
       members.map(async (member, i) => {
         let value = pick(loaded, member.userKey, i);
@@ -1373,27 +1417,38 @@ export class Cache {
           member.settle({ value, done: DONE });
           return;
         }
+        const expect = member.lease?.prefix ?? member.expect;
+        if (expect === undefined) {
+          unconditional.push({ ...write, member });
+          return;
+        }
         writes.push({
           ...write,
-          expect: member.lease?.prefix ?? member.expect,
+          expect,
           notify: member.lease === undefined ? undefined : { channel: core.coordination.channel, message: member.key },
           member,
         });
       }),
     );
-    if (writes.length === 0) return;
+    const failed = (error: unknown) => {
+      core.counters.writeErrors++;
+      core.storeError('setMany', undefined, error);
+    };
+    if (unconditional.length > 0)
+      void core.store.setMany(unconditional.map(({ member: _member, ...write }) => write)).catch(failed);
     // One round trip for every write; callers get their values as soon as it is sent.
-    void core.store.setIf(writes.map(({ member: _member, ...write }) => write)).then(
-      (results) =>
-        results.forEach((ok, i) => {
-          if (!ok) this.#skipped(writes[i]!.key);
-        }),
-      (error: unknown) => {
-        core.counters.writeErrors++;
-        core.storeError('setMany', undefined, error);
-        return Promise.all(writes.map((w) => (w.member.lease === undefined ? DONE : this.#releaseLease(w.member.lease))));
-      },
-    );
+    if (writes.length > 0)
+      void core.store.setIf(writes.map(({ member: _member, ...write }) => write)).then(
+        (results) =>
+          results.forEach((ok, i) => {
+            if (!ok) this.#skipped(writes[i]!.key);
+          }),
+        (error: unknown) => {
+          failed(error);
+          return Promise.all(writes.map((w) => (w.member.lease === undefined ? DONE : this.#releaseLease(w.member.lease))));
+        },
+      );
+    for (const w of unconditional) w.member.settle({ value: w.member.value as T, done: DONE });
     for (const w of writes) w.member.settle({ value: w.member.value as T, done: DONE });
   }
 
@@ -1419,8 +1474,11 @@ class Member<T> {
   readonly userKey: string;
   flight!: Flight<T>;
   lease: Lease | undefined;
-  /** Without a lease: the entry the write must replace (`''`: the key must still be absent). */
-  expect = '';
+  /**
+   * Without a lease: the entry the write must replace (`''`: the key must still be absent;
+   * `undefined`: write unconditionally, for `lock: false`).
+   */
+  expect: string | undefined = '';
   value: T | undefined;
   readonly promise: Promise<T>;
   readonly #hold: (flight: Flight<unknown>, outcome: Outcome<unknown>) => void;

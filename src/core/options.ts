@@ -115,8 +115,11 @@ export interface CacheOptions {
    */
   earlyRefresh?: EarlyRefreshOptions | false;
   /**
-   * Run each loader once across every process sharing the store (a lease in Redis). `false`:
-   * each process loads on its own (still once per process). Ignored for unshared stores.
+   * Leases: a miss takes the key's lease, so each loader runs once across every process sharing
+   * the store, and the loaded value is written only if the key was not written or deleted
+   * meanwhile (no stale sets). `false`: no leases — each process loads on its own (still once per
+   * process) and writes unconditionally (last write wins): one round trip less per miss, for data
+   * where a late write after an invalidation is acceptable.
    * @default { ttl: 5_000, wait: 5_000 }
    */
   lock?: LockOptions | false;

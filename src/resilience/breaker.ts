@@ -66,14 +66,18 @@ export class CircuitBreaker {
     return this.#opens;
   }
 
-  /** May a command be sent now? In half-open state only the single probe may. */
+  /**
+   * May a command be sent now? In half-open state only the single probe may — or a new one, if
+   * the last probe has not answered within a cooldown (a probe that never settles must not keep
+   * the breaker half-open forever).
+   */
   allow(): boolean {
     if (this.#state === 'closed') return true;
-    if (this.#state === 'open' && this.#clock.now() >= this.#openUntil) {
-      this.#set('half-open');
-      return true;
-    }
-    return false;
+    const now = this.#clock.now();
+    if (now < this.#openUntil) return false;
+    this.#openUntil = now + this.#cooldown;
+    this.#set('half-open');
+    return true;
   }
 
   success(): void {

@@ -164,11 +164,7 @@ export class RedisStore implements Store {
           );
     this.#deadlines = new Deadlines(
       timeout,
-      (error) => {
-        if (this.#breaker === undefined) return;
-        if (error === undefined) this.#breaker.success();
-        else if (this.#isAvailabilityFailure(error)) this.#breaker.failure();
-      },
+      (error) => this.#settled(error),
       (error) => this.#wrap(error),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
@@ -182,6 +178,19 @@ export class RedisStore implements Store {
   /** How many times the breaker opened since the store was created. */
   get breakerOpens(): number {
     return this.#breaker?.opens ?? 0;
+  }
+
+  /** Breaker accounting for every command outcome, including commands the client refused to send. */
+  #settled(error: unknown): void {
+    if (this.#breaker === undefined) return;
+    if (error === undefined) this.#breaker.success();
+    else if (this.#isAvailabilityFailure(error)) this.#breaker.failure();
+  }
+
+  /** A command the client threw on instead of sending: it failed like any other. */
+  #refused<T>(error: unknown): Promise<T> {
+    this.#settled(error);
+    return Promise.reject(this.#wrap(error));
   }
 
   #isAvailabilityFailure(error: unknown): boolean {
@@ -199,7 +208,7 @@ export class RedisStore implements Store {
     try {
       promise = command();
     } catch (error) {
-      return Promise.reject(this.#wrap(error));
+      return this.#refused(error);
     }
     return this.#deadlines.track(promise);
   }
@@ -220,7 +229,7 @@ export class RedisStore implements Store {
     try {
       promise = this.driver.send(command, key, binary);
     } catch (error) {
-      return Promise.reject(this.#wrap(error));
+      return this.#refused(error);
     }
     return this.#deadlines.track(promise, map);
   }
@@ -258,7 +267,7 @@ export class RedisStore implements Store {
     try {
       command = this.driver.get(key, binary);
     } catch (error) {
-      return Promise.reject(this.#wrap(error));
+      return this.#refused(error);
     }
     return this.#deadlines.track(command, nullToUndefined);
   }

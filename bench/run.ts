@@ -1,0 +1,34 @@
+/**
+ * `npm run bench`: runs every benchmark against a real Redis and prints markdown tables.
+ * Options: `--quick` (shorter runs, for a smoke check), `--only core,…` (a subset).
+ * Uses REDIS_URL, else 127.0.0.1:6379, else starts a private redis-server. Ends on its own.
+ */
+import { cpus } from 'node:os';
+import { benchCore } from './core.js';
+import { benchRedis } from './harness.js';
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const onlyArg = args.find((a) => a.startsWith('--only'));
+const only =
+  onlyArg === undefined
+    ? undefined
+    : (onlyArg.includes('=') ? onlyArg.split('=')[1]! : args[args.indexOf(onlyArg) + 1]!).split(',');
+const suites: Record<string, (url: string) => Promise<string>> = {
+  core: (url) => benchCore(url, { quick }),
+};
+
+const { url, server } = await benchRedis();
+console.log(`# Larder benchmarks\n`);
+console.log(
+  `Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Redis at ${url}${quick ? ' (quick run: fewer rounds, noisier)' : ''}.`,
+);
+console.log('Figures are medians of interleaved rounds; ratios compare contenders measured in this same run.\n');
+for (const [name, run] of Object.entries(suites)) {
+  if (only !== undefined && !only.includes(name)) continue;
+  const started = Date.now();
+  console.log(`## ${name}\n`);
+  console.log(await run(url));
+  console.log(`\n_${name}: ${((Date.now() - started) / 1000).toFixed(0)} s_\n`);
+}
+await server?.stop();
