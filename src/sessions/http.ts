@@ -156,7 +156,7 @@ export class SessionHttp<D extends object> {
       const found = findCookie(exchange.header('cookie'), this.cookie.name);
       if (found.count > 1) {
         duplicate = true;
-        this.manager.report('security', {
+        this.manager.reportSecurityEvent({
           type: 'duplicate-cookie',
           ...(ip === undefined ? {} : { ip }),
           detail: `${found.count} ${this.cookie.name} cookies`,
@@ -180,7 +180,7 @@ export class SessionHttp<D extends object> {
       if (cookieAuthenticated) exchange.appendHeader('Vary', 'Sec-Fetch-Site, Origin');
       if (verdict.verdict === 'deny') {
         if (cookieAuthenticated) {
-          this.manager.report('security', { type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: verdict.detail });
+          this.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: verdict.detail });
           exchange.setHeader('Cache-Control', 'no-store');
           return { ok: false, status: 403, message: 'Forbidden: cross-site request refused' };
         }
@@ -224,7 +224,7 @@ export class SessionHttp<D extends object> {
   }
 
   #csrfDenied(exchange: HttpExchange, ip: string | undefined, detail: string): BeginResult<D> {
-    this.manager.report('security', { type: 'csrf', ...(ip === undefined ? {} : { ip }), detail });
+    this.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail });
     exchange.setHeader('Cache-Control', 'no-store');
     return { ok: false, status: 403, message: 'Forbidden: cross-site request refused' };
   }
@@ -282,7 +282,7 @@ class Context<D extends object> implements SessionContext<D> {
   async login(userId: string, ...[options]: [options?: LoginOptions<D>]): Promise<Session<D>> {
     if (this.#loginDenied) {
       const ip = this.#exchange.ip;
-      this.#http.manager.report('security', { type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: 'cross-site login' });
+      this.#http.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: 'cross-site login' });
       throw new SessionInvalidError('csrf', 'Cross-site login refused');
     }
     if (this.#token !== undefined) await this.#http.manager.revoke(this.#token, { reason: 'login' });

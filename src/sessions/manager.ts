@@ -19,7 +19,7 @@ import {
 import { RedisStore } from '../stores/redis-store.js';
 import { AttemptCounter } from './brute-force.js';
 import { checkKey, checkSchema, decodeData, diffData, encodeData, isPlainObject, type DataLimits } from './data.js';
-import { SessionEmitter, type RevokeReason, type SessionEventMap, type SessionEventName } from './events.js';
+import { SessionEmitter, type RevokeReason, type SecurityEvent, type SessionEventMap, type SessionEventName } from './events.js';
 import { KeyLayout, userRef, type SessionRef, type UserRef } from './keys.js';
 import { MemorySessionBackend } from './memory-backend.js';
 import { resolveOptions, type ResolvedSessionOptions, type SessionOptions } from './options.js';
@@ -192,9 +192,9 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return this;
   }
 
-  /** @internal Used by the HTTP layer to report cookie tossing and CSRF refusals. */
-  report<K extends 'security'>(name: K, event: SessionEventMap[K][0]): void {
-    this.#events.fire(name, event);
+  /** Emits a `security` event: used by the HTTP layer (cookie tossing, CSRF refusals), and open to apps. */
+  reportSecurityEvent(event: SecurityEvent): void {
+    this.#events.fire('security', event);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -477,6 +477,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       if (parsed === undefined) return false;
       const record = await this.#call('revoke', () => this.#backend.read(parsed, now));
       if (record === undefined || !secretMatches(parsed.secret, record.hash)) return false;
+      // A rotated-away token past its grace window is dead: it cannot end its successor.
+      if (record.successor !== undefined && !(record.graceUntil !== undefined && now < record.graceUntil)) return false;
       ref = record;
       user = { tag: record.tag, uref: record.uref };
       userId = record.userId;

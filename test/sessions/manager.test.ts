@@ -207,8 +207,21 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     await expect(sessions.rotate(token)).rejects.toMatchObject({ code: 'E_SESSION_INVALID', reason: 'rotated' });
     clock.advance(5_001);
     expect(await sessions.validate(token)).toEqual({ valid: false, reason: 'unknown' });
+    // Past its window the old token cannot end its successor either.
+    expect(await sessions.revoke(token)).toBe(false);
     expect((await sessions.validate(rotated.token)).valid).toBe(true);
     expect(await sessions.listForUser('alice')).toHaveLength(1);
+  });
+
+  it('C.20, C.21: logging out with a token inside its grace window ends the session it rotated into', async () => {
+    const sessions = await manager({ rotationGrace: 5_000 });
+    const events = record(sessions);
+    const { token } = await sessions.create('alice');
+    const rotated = await sessions.rotate(token);
+    expect(await sessions.revoke(token)).toBe(true);
+    expect((await sessions.validate(rotated.token)).valid).toBe(false);
+    expect(events.revoked).toEqual([{ id: rotated.session.id, userId: 'alice', reason: 'logout' }]);
+    expect(await sessions.listForUser('alice')).toEqual([]);
   });
 
   it('C.21: revoke takes effect at once, by token or by session; the hook carries the reason', async () => {
