@@ -24,7 +24,7 @@ export {
   type ValidateOptions,
   type ValidationResult,
 } from './manager.js';
-export type { BruteForceOptions, ResolvedSessionOptions, SessionOptions } from './options.js';
+export type { BruteForceOptions, SessionOptions, SessionSettings } from './options.js';
 export type {
   BruteForceEvent,
   InvalidTokenEvent,

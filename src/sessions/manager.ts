@@ -22,7 +22,7 @@ import { checkKey, checkSchema, decodeData, diffData, encodeData, isPlainObject,
 import { SessionEmitter, type RevokeReason, type SecurityEvent, type SessionEventMap, type SessionEventName } from './events.js';
 import { KeyLayout, userRef, type SessionRef, type UserRef } from './keys.js';
 import { MemorySessionBackend } from './memory-backend.js';
-import { resolveOptions, type ResolvedSessionOptions, type SessionOptions } from './options.js';
+import { resolveOptions, type ResolvedSessionOptions, type SessionOptions, type SessionSettings } from './options.js';
 import type { SessionBackend, SessionRecord } from './record.js';
 import { RedisSessionBackend } from './redis-backend.js';
 import { constantTimeEqual, formatToken, hashSecret, isSessionId, newId, newSecret, parseToken, secretMatches } from './token.js';
@@ -154,6 +154,7 @@ function checkUserId(userId: unknown): string {
 /** Manages sessions over one store. Create it with {@link createSessions}. */
 export class SessionManager<D extends object = Record<string, unknown>> {
   readonly #options: ResolvedSessionOptions<D>;
+  readonly #settings: SessionSettings<D>;
   readonly #backend: SessionBackend;
   readonly #events = new SessionEmitter();
   readonly #internals = new WeakMap<object, Internal>();
@@ -165,6 +166,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
 
   constructor(options: SessionOptions<D>) {
     this.#options = resolveOptions(options, () => randomBytes(32).toString('base64url'));
+    const { secrets: _secrets, ...settings } = this.#options;
+    this.#settings = Object.freeze(settings);
     const keys = new KeyLayout(this.#options.namespace);
     const store = this.#options.store;
     this.#backend = store instanceof RedisStore ? new RedisSessionBackend(store, keys) : new MemorySessionBackend(store, keys);
@@ -177,9 +180,9 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     this.#events.setMaxListeners(0);
   }
 
-  /** The resolved options (frozen). */
-  get options(): ResolvedSessionOptions<D> {
-    return this.#options;
+  /** The resolved options (frozen), without the secrets. */
+  get options(): SessionSettings<D> {
+    return this.#settings;
   }
 
   on<K extends SessionEventName>(name: K, listener: (event: SessionEventMap[K][0]) => void): this {

@@ -111,6 +111,9 @@ export interface SessionOptions<D extends object = Record<string, unknown>> {
   clock?: Clock;
 }
 
+/** The resolved options as `sessions.options` shows them: everything but the secrets. */
+export type SessionSettings<D extends object> = Omit<ResolvedSessionOptions<D>, 'secrets'>;
+
 export interface ResolvedSessionOptions<D extends object> {
   readonly store: RedisStore | MemoryStore;
   readonly secrets: readonly string[];

@@ -555,6 +555,13 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     expect(sessions.verifyCsrfToken(a.session, undefined)).toBe(false);
   });
 
+  it('the resolved options never show the secrets', async () => {
+    const sessions = await manager();
+    expect(sessions.options).toMatchObject({ namespace, idleTimeout: IDLE, absoluteTimeout: ABSOLUTE });
+    expect(JSON.stringify(Object.keys(sessions.options))).not.toContain('secret');
+    expect(Object.isFrozen(sessions.options)).toBe(true);
+  });
+
   it('close() refuses later calls', async () => {
     const sessions = await manager();
     await sessions.close();
