@@ -22,7 +22,7 @@ function startWorker(env: Record<string, string>): Worker {
     env: { ...process.env, REDIS_URL, ...env },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const worker: Worker = {
     child,
     lines,

@@ -28,10 +28,11 @@ import { jsonSerializer } from '../serializers/json.js';
 import { resolveCompression, type ResolvedCompression } from '../serializers/compression.js';
 import type { Serializer } from '../serializers/serializer.js';
 import { memoryStore } from '../stores/memory.js';
-import type { ConditionalWrite, Notice, Store, StoreWrite } from '../stores/store.js';
+import type { ConditionalWrite, Store, StoreWrite } from '../stores/store.js';
 import { systemClock, type Clock } from './clock.js';
+import { Coherence } from './coherence.js';
 import { Coordination, POLL_MAX_MS, POLL_START_MS } from './coordination.js';
-import { checkCount, describe } from './durations.js';
+import { checkCount, checkDuration, describe } from './durations.js';
 import {
   casPrefix,
   CorruptEntry,
@@ -40,9 +41,10 @@ import {
   placeholderWire,
   type Entry,
   type EntryKind,
+  type TagStamp,
   type Wire,
 } from './entry.js';
-import { CacheEmitter, type CacheEventMap, type CacheEventName } from './events.js';
+import { CacheEmitter, type CacheEventMap, type CacheEventName, type Tier } from './events.js';
 import { checkNamespace, checkVersion, DEFAULT_MAX_KEY_LENGTH, KeySpace } from './keys.js';
 import { Abortable, runLoader, softTimeout, TIMED_OUT, type Loader } from './loader.js';
 import {
@@ -58,6 +60,7 @@ import {
 import { Renewals, type Lease } from './renewals.js';
 import { Flights, type Flight } from './single-flight.js';
 import { Counters, type CacheStats } from './stats.js';
+import { TagVersions } from './tags.js';
 import { validate } from './validate.js';
 
 /** Loads many keys at once: a `Map` by key, or an array in the order of `keys`. Missing keys are "not found". */
@@ -79,6 +82,12 @@ type Read =
   | { readonly state: 'error' }
   | { readonly state: 'corrupt' }
   | { readonly state: 'fresh' | 'stale' | 'expired' | 'pending' | 'invalid'; readonly entry: Entry };
+
+/** What a write after a load puts in the store, and the entry it is (for L1). */
+interface EntryWrite {
+  readonly write: StoreWrite;
+  readonly entry: Entry;
+}
 
 const ABSENT: Read = Object.freeze({ state: 'absent' });
 const ERROR: Read = Object.freeze({ state: 'error' });
@@ -123,6 +132,8 @@ interface Job<T> {
   readonly opts: ResolvedEntryOptions;
   readonly codec: EntryCodec;
   readonly schema: StandardSchemaV1<unknown, T> | undefined;
+  /** Tags of the entry (checked and deduplicated). */
+  readonly tags: readonly string[] | undefined;
 }
 
 const CACHE_OPTION_NAMES = new Set<string>([
@@ -143,6 +154,9 @@ const CACHE_OPTION_NAMES = new Set<string>([
   'maxKeyLength',
   'failOpen',
   'clock',
+  'l1',
+  'bus',
+  'tagTtl',
 ]);
 
 function checkSerializer(serializer: unknown): Serializer {
@@ -182,6 +196,8 @@ class CacheCore {
   readonly events = new CacheEmitter();
   readonly coordination: Coordination;
   readonly renewals: Renewals;
+  readonly coherence: Coherence;
+  readonly tagTtl: number;
   readonly failOpen: boolean;
   /** Recent share of `getOrSet` reads that missed (exponentially weighted). */
   missRate = 0;
@@ -191,7 +207,7 @@ class CacheCore {
   leaseFirstRefused = false;
   closed = false;
 
-  constructor(options: CacheOptions, rootPrefix: string) {
+  constructor(options: CacheOptions, rootPrefix: string, namespace: string, version: string, maxKeyLength: number) {
     this.store = options.store ?? memoryStore(options.clock === undefined ? {} : { clock: options.clock });
     this.clock = options.clock ?? systemClock;
     this.defaults = resolveEntryOptions(LIBRARY_DEFAULTS, options);
@@ -204,6 +220,30 @@ class CacheCore {
       this.storeError('subscribe', undefined, error),
     );
     this.renewals = new Renewals(this.store, this.clock, (key, error) => this.storeError('renew', key, error));
+    this.tagTtl = options.tagTtl === undefined ? 86_400_000 : checkDuration('tagTtl', options.tagTtl, { zero: false });
+    this.coherence = new Coherence(
+      this.store,
+      {
+        l1: options.l1,
+        bus: options.bus,
+        channel: `larder:bus:${namespace}`,
+        // Outside `<namespace>:v<version>:`, so no user key can collide with a tag.
+        tagKey: (tag) => `${namespace}:tags:v${version}:${tag}`,
+        maxKeyLength,
+      },
+      this.flights,
+      {
+        busConnection: (connected) => {
+          if (this.events.wants('bus')) this.emit('bus', { connected });
+        },
+      },
+    );
+  }
+
+  /** The tag versions (tags in use start the bus, which keeps local copies current). */
+  get tags(): TagVersions {
+    this.coherence.listen();
+    return this.coherence.tags;
   }
 
   codec(serializer: Serializer | undefined): EntryCodec {
@@ -299,7 +339,10 @@ export class Cache {
 
   /** A snapshot of the counters (shared by the cache and its children). */
   stats(): CacheStats {
-    return this.#core.counters.snapshot();
+    const l1 = this.#core.coherence.l1;
+    return this.#core.counters.snapshot(
+      l1 === undefined ? undefined : { entries: l1.size, bytes: l1.bytes, evictions: l1.evictions },
+    );
   }
 
   // --- getOrSet -------------------------------------------------------------------------------
@@ -323,11 +366,21 @@ export class Cache {
       if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
       // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
       opts = resolveEntryOptions(core.defaults, options);
+      if (options?.tags !== undefined) core.tags.check(options.tags);
     } catch (error) {
       return Promise.reject(error);
     }
     const signal = options?.signal;
     if (signal?.aborted === true) return Promise.reject(new AbortError({ cause: signal.reason, key: fullKey }));
+    const l1 = core.coherence.l1;
+    if (l1 !== undefined && options?.forceFresh !== true && options?.serializer === undefined && options?.schema === undefined) {
+      const entry = core.coherence.l1Get(fullKey, core.clock.now());
+      if (entry !== undefined) {
+        this.#hit(fullKey, entry, false, 'l1');
+        this.#maybeRefreshEarly(fullKey, key, loader, undefined, options?.tags, opts, core.defaultCodec, entry);
+        return Promise.resolve(core.coherence.out(entry) as T);
+      }
+    }
     const running = core.flights.get<T>(fullKey);
     if (running !== undefined) return running.join(signal);
     return this.#readThrough(fullKey, key, loader, options, opts, signal);
@@ -348,6 +401,7 @@ export class Cache {
   ): Promise<T> {
     const core = this.#core;
     const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
+    const since = core.coherence.seq;
     let read: Read | undefined;
     let wire: Wire | undefined | null;
     const lease =
@@ -384,7 +438,9 @@ export class Cache {
     core.noteRead(read.state !== 'fresh');
     if (read.state === 'fresh' && !forceFresh) {
       this.#hit(fullKey, read.entry, false);
-      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, opts, codec, read.entry);
+      if (codec === core.defaultCodec && options?.schema === undefined)
+        core.coherence.fill(fullKey, read.entry, core.clock.now(), since);
+      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry);
       return read.entry.value as T;
     }
     const running = core.flights.get<T>(fullKey);
@@ -395,7 +451,7 @@ export class Cache {
     }
     return core.flights
       .start<T>(fullKey, (flight) => {
-        const job = this.#job(flight, userKey, loader, options?.schema, opts, codec);
+        const job = this.#job(flight, userKey, loader, options, opts, codec);
         return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
       })
       .join(signal);
@@ -415,11 +471,13 @@ export class Cache {
     flight: Flight<T>,
     userKey: string,
     loader: Loader<T>,
-    schema: StandardSchemaV1<unknown, T> | undefined,
+    options:
+      { readonly schema?: StandardSchemaV1<unknown, T> | undefined; readonly tags?: readonly string[] | undefined } | undefined,
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
   ): Job<T> {
-    return { flight, key: flight.key, userKey, loader, opts, codec, schema };
+    const tags = options?.tags === undefined || options.tags.length === 0 ? undefined : this.#core.tags.check(options.tags);
+    return { flight, key: flight.key, userKey, loader, opts, codec, schema: options?.schema, tags };
   }
 
   /** Everything after a read that did not answer: runs inside the key's flight. */
@@ -598,13 +656,22 @@ export class Cache {
     const core = this.#core;
     const release = plan.lease === undefined ? undefined : core.renewals.hold(plan.lease, leaseTtl(job.opts));
     const started = core.clock.now();
+    // Tag versions are taken before the loader runs: an invalidation during the load makes the
+    // entry stale on arrival. If they cannot be read, the value is returned but not cached.
+    let stamps: TagStamp[] | null | undefined;
+    if (job.tags !== undefined) {
+      stamps = await core.tags.current(job.tags).catch((error: unknown) => {
+        core.storeError('tags', job.key, error);
+        return null;
+      });
+    }
     core.counters.loads++;
     let value: T;
     try {
       const context = { key: job.userKey, stale: plan.stale?.value as T | undefined, background };
       // A background load has no waiters: nobody's abort may cancel it, only its hard timeout.
       const loading = runLoader(job.loader, background ? new Abortable() : job.flight, job.key, context, job.opts.hardTimeout);
-      value = (loading instanceof Promise ? await loading : loading) as T;
+      value = loading instanceof Promise ? await loading : loading;
       if (job.schema !== undefined && value !== undefined) {
         const result = await validate(job.schema, value, job.key);
         if (!result.ok) throw result.error;
@@ -619,7 +686,7 @@ export class Cache {
     release?.();
     const loadMs = core.clock.now() - started;
     if (core.events.wants('load')) core.emit('load', { key: job.key, durationMs: loadMs, background });
-    return { value, written: this.#write(job, value, loadMs, plan.expect, plan.lease) };
+    return { value, written: this.#write(job, value, loadMs, plan.expect, plan.lease, stamps) };
   }
 
   #loadFailed(key: string, error: unknown, durationMs: number, background: boolean, stale: Entry | undefined): void {
@@ -650,7 +717,14 @@ export class Cache {
    * `lock: false`). Issued synchronously (so later commands on the connection see it), settled in
    * the background; never rejects.
    */
-  #write<T>(job: Job<T>, value: T, loadMs: number, expect: string | undefined, lease: Lease | undefined): Promise<unknown> {
+  #write<T>(
+    job: Job<T>,
+    value: T,
+    loadMs: number,
+    expect: string | undefined,
+    lease: Lease | undefined,
+    stamps: TagStamp[] | null | undefined,
+  ): Promise<unknown> {
     const core = this.#core;
     if (job.flight.invalidated) {
       this.#skipped(job.key);
@@ -658,8 +732,12 @@ export class Cache {
     }
     const now = core.clock.now();
     const kind: EntryKind = value === undefined ? 'n' : 'v';
-    const write = this.#entryWrite(job.key, value, kind, loadMs, now, job.opts, job.codec);
-    if (write === undefined) return lease === undefined ? DONE : this.#releaseLease(lease);
+    const made =
+      stamps === null ? undefined : this.#entryWrite(job.key, value, kind, loadMs, now, job.opts, job.codec, 'report', stamps);
+    if (made === undefined) return lease === undefined ? DONE : this.#releaseLease(lease);
+    const { write, entry } = made;
+    // This instance's L1 gets the value at once (it was issued to the store just below).
+    core.coherence.fill(job.key, entry, now, core.coherence.seq);
     if (expect === undefined) {
       return core.store.set(write.key, write.value, write.ttl).catch((error: unknown) => {
         core.counters.writeErrors++;
@@ -704,15 +782,22 @@ export class Cache {
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
     onError: 'report' | 'throw' = 'report',
-  ): StoreWrite | undefined {
+    tags?: readonly TagStamp[],
+  ): EntryWrite | undefined {
     const ttl = kind === 'n' ? opts.negativeTtl : opts.ttl;
     if (ttl === 0) return undefined;
     const fresh = ttl === Infinity ? Infinity : Math.max(1, ttl * (1 - opts.jitter * Math.random()));
-    const freshUntil = now + fresh;
-    const staleUntil = freshUntil + opts.grace;
+    let freshUntil = now + fresh;
+    let staleUntil = freshUntil + opts.grace;
+    if (tags !== undefined && staleUntil - now > this.#core.tagTtl) {
+      // A tagged entry must not outlive the version that could invalidate it (see `tagTtl`).
+      staleUntil = now + this.#core.tagTtl;
+      freshUntil = Math.min(freshUntil, staleUntil);
+    }
+    const header = { kind, id: newEntryId(), createdAt: now, freshUntil, staleUntil, loadMs, tags };
     let wire: Wire;
     try {
-      wire = codec.encode({ kind, id: newEntryId(), createdAt: now, freshUntil, staleUntil, loadMs, tags: undefined }, value);
+      wire = codec.encode(header, value);
     } catch (cause) {
       const error = new SerializationError(
         `Cannot serialize the value with the ${codec.serializer.name} serializer: ${cause instanceof Error ? cause.message : String(cause)}`,
@@ -722,7 +807,11 @@ export class Cache {
       this.#core.storeError('serialize', key, error);
       return undefined;
     }
-    return { key, value: wire, ttl: staleUntil - now };
+    const size = typeof wire === 'string' ? wire.length : wire.byteLength;
+    return {
+      write: { key, value: wire, ttl: staleUntil - now },
+      entry: { ...header, codec: codec.serializer.name, value, size },
+    };
   }
 
   // --- stale serving and refresh ---------------------------------------------------------------
@@ -814,6 +903,7 @@ export class Cache {
     userKey: string,
     loader: Loader<T>,
     schema: StandardSchemaV1<unknown, T> | undefined,
+    tags: readonly string[] | undefined,
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
     entry: Entry,
@@ -828,7 +918,7 @@ export class Cache {
     if (!due || core.flights.get(key) !== undefined) return;
     core.flights.start<T>(key, async (flight) => {
       try {
-        await this.#refresh(this.#job(flight, userKey, loader, schema, opts, codec), entry, 'early');
+        await this.#refresh(this.#job(flight, userKey, loader, { schema, tags }, opts, codec), entry, 'early');
       } finally {
         flight.release();
       }
@@ -907,17 +997,31 @@ export class Cache {
       this.#corrupt(key, 'format', undefined);
       return CORRUPT;
     }
-    if (schema === undefined || entry.kind === 'n') return this.#age(entry);
+    if (schema === undefined || entry.kind === 'n') return this.#tagged(entry);
     const result = validate(schema, entry.value, key);
-    const check = (r: Awaited<typeof result>): Read => {
+    const check = (r: Awaited<typeof result>): Read | Promise<Read> => {
       if (!r.ok) {
         this.#corrupt(key, 'schema', r.error);
         return { state: 'invalid', entry };
       }
       (entry as { value: unknown }).value = r.value;
-      return this.#age(entry);
+      return this.#tagged(entry);
     };
     return result instanceof Promise ? result.then(check) : check(result);
+  }
+
+  /** An entry whose tags were invalidated since it was loaded is invalid (a miss, deleted). */
+  #tagged(entry: Entry): Read | Promise<Read> {
+    if (entry.tags === undefined || entry.tags.length === 0) return this.#age(entry);
+    const tags = this.#core.tags;
+    const valid = tags.validNow(entry.tags);
+    if (valid === true) return this.#age(entry);
+    if (valid === false) return { state: 'invalid', entry };
+    return tags.stillValid(entry.tags).then(
+      (ok): Read => (ok ? this.#age(entry) : { state: 'invalid', entry }),
+      // The versions cannot be read: the entry cannot be vouched for, so it is not served.
+      (): Read => ({ state: 'invalid', entry }),
+    );
   }
 
   #age(entry: Entry): Read {
@@ -933,12 +1037,14 @@ export class Cache {
     if (core.events.wants('corrupt')) core.emit('corrupt', error === undefined ? { key, reason } : { key, reason, error });
   }
 
-  #hit(key: string, entry: Entry, stale: boolean): void {
+  #hit(key: string, entry: Entry, stale: boolean, tier: Tier = 'l2'): void {
     const counters = this.#core.counters;
     counters.hits++;
+    if (tier === 'l1') counters.l1Hits++;
+    else counters.l2Hits++;
     if (stale) counters.staleHits++;
     if (entry.kind === 'n') counters.negativeHits++;
-    if (this.#core.events.wants('hit')) this.#core.emit('hit', { key, tier: 'l2', stale });
+    if (this.#core.events.wants('hit')) this.#core.emit('hit', { key, tier, stale });
   }
 
   #miss(key: string): void {
@@ -971,36 +1077,89 @@ export class Cache {
    * is `false`.
    */
   async get<T = unknown>(key: string, options?: GetOptions<T>): Promise<T | undefined> {
+    const [value] = await this.getMany<T>([key], options);
+    return value;
+  }
+
+  /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
+  async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
     this.#open(options?.signal);
+    const core = this.#core;
     const fullKey = this.#keys.full(key);
-    const codec = this.#core.codec(options?.serializer);
+    const cached = core.coherence.l1Get(fullKey, core.clock.now());
+    if (cached !== undefined) return cached.kind === 'v';
+    const codec = core.codec(options?.serializer);
     let wire: Wire | undefined;
     try {
-      wire = await this.#core.store.get(fullKey, codec.binary);
+      wire = await core.store.get(fullKey, codec.binary);
     } catch (error) {
-      return this.#readFailed('get', fullKey, error);
+      return this.#readFailed('has', fullKey, error) ?? false;
     }
-    return this.#answer<T>(fullKey, wire, codec, options);
+    if (wire === undefined) return false;
+    const read = await this.#classify(fullKey, wire, codec, undefined);
+    if (read.state !== 'fresh' && !(read.state === 'stale' && options?.allowStale === true)) return false;
+    return read.entry.kind === 'v';
   }
 
-  /** Turns a stored value into the answer of `get`/`getMany`, cleaning up unreadable entries. */
-  async #answer<T>(
-    key: string,
-    wire: Wire | undefined,
-    codec: EntryCodec,
-    options: GetOptions<T> | undefined,
-  ): Promise<T | undefined> {
-    if (wire === undefined) {
-      this.#miss(key);
-      return undefined;
+  /**
+   * The values of `keys`, in order (`undefined` for misses): from L1 when there is one, the rest
+   * with one `MGET`.
+   */
+  async getMany<T = unknown>(keys: readonly string[], options?: GetOptions<T>): Promise<(T | undefined)[]> {
+    this.#open(options?.signal);
+    const core = this.#core;
+    if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
+    const fullKeys = keys.map((key) => this.#keys.full(key));
+    const codec = core.codec(options?.serializer);
+    // L1 holds values decoded by the default serializer and never checked by a caller's schema.
+    const plain = options?.schema === undefined && codec === core.defaultCodec;
+    const values = new Array<T | undefined>(fullKeys.length);
+    const toRead: number[] = [];
+    const now = core.clock.now();
+    fullKeys.forEach((key, i) => {
+      const cached = plain ? core.coherence.l1Get(key, now) : undefined;
+      if (cached === undefined) {
+        toRead.push(i);
+        return;
+      }
+      this.#hit(key, cached, false, 'l1');
+      values[i] = cached.kind === 'n' ? undefined : (core.coherence.out(cached) as T);
+    });
+    if (toRead.length === 0) return values;
+    const since = core.coherence.seq;
+    let wires: (Wire | undefined)[];
+    try {
+      wires = await core.store.getMany(
+        toRead.map((i) => fullKeys[i]!),
+        codec.binary,
+      );
+    } catch (error) {
+      this.#readFailed(keys.length === 1 ? 'get' : 'getMany', keys.length === 1 ? fullKeys[0] : undefined, error);
+      return values;
     }
-    return this.#settleRead<T>(key, await this.#classify(key, wire, codec, options?.schema), options);
+    const pending: Promise<void>[] = [];
+    toRead.forEach((index, j) => {
+      const key = fullKeys[index]!;
+      const wire = wires[j];
+      if (wire === undefined) {
+        this.#miss(key);
+        return;
+      }
+      const read = this.#classify(key, wire, codec, options?.schema);
+      // Decoding is synchronous unless a schema or unknown tag versions need an await.
+      if (read instanceof Promise)
+        pending.push(read.then((r) => void (values[index] = this.#settleRead<T>(key, r, options, plain, since))));
+      else values[index] = this.#settleRead<T>(key, read, options, plain, since);
+    });
+    if (pending.length > 0) await Promise.all(pending);
+    return values;
   }
 
-  /** The answer of a plain read, once classified; cleans up unreadable entries. */
-  #settleRead<T>(key: string, read: Read, options: GetOptions<T> | undefined): T | undefined {
+  /** The answer of a plain read, once classified: fills L1, cleans up unreadable entries. */
+  #settleRead<T>(key: string, read: Read, options: GetOptions<T> | undefined, fill: boolean, since: number): T | undefined {
     if (read.state === 'fresh' || (read.state === 'stale' && options?.allowStale === true)) {
       this.#hit(key, read.entry, read.state === 'stale');
+      if (fill && read.state === 'fresh') this.#core.coherence.fill(key, read.entry, this.#core.clock.now(), since);
       return read.entry.kind === 'n' ? undefined : (read.entry.value as T);
     }
     this.#miss(key);
@@ -1011,51 +1170,6 @@ export class Cache {
     return undefined;
   }
 
-  /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
-  async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
-    this.#open(options?.signal);
-    const fullKey = this.#keys.full(key);
-    const codec = this.#core.codec(options?.serializer);
-    let wire: Wire | undefined;
-    try {
-      wire = await this.#core.store.get(fullKey, codec.binary);
-    } catch (error) {
-      return this.#readFailed('has', fullKey, error) ?? false;
-    }
-    if (wire === undefined) return false;
-    const read = await this.#classify(fullKey, wire, codec, undefined);
-    if (read.state !== 'fresh' && !(read.state === 'stale' && options?.allowStale === true)) return false;
-    return read.entry.kind === 'v';
-  }
-
-  /** The values of `keys` in one round trip, in order (`undefined` for misses). */
-  async getMany<T = unknown>(keys: readonly string[], options?: GetOptions<T>): Promise<(T | undefined)[]> {
-    this.#open(options?.signal);
-    if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
-    const fullKeys = keys.map((key) => this.#keys.full(key));
-    const codec = this.#core.codec(options?.serializer);
-    let wires: (Wire | undefined)[];
-    try {
-      wires = await this.#core.store.getMany(fullKeys, codec.binary);
-    } catch (error) {
-      this.#readFailed('getMany', undefined, error);
-      return fullKeys.map(() => undefined);
-    }
-    if (options?.schema !== undefined)
-      return Promise.all(fullKeys.map((key, i) => this.#answer<T>(key, wires[i], codec, options)));
-    // Without a schema every entry decodes synchronously: no promise per key.
-    const values = new Array<T | undefined>(fullKeys.length);
-    for (let i = 0; i < fullKeys.length; i++) {
-      const key = fullKeys[i]!;
-      const wire = wires[i];
-      if (wire === undefined) {
-        this.#miss(key);
-        values[i] = undefined;
-      } else values[i] = this.#settleRead<T>(key, this.#classify(key, wire, codec, undefined) as Read, options);
-    }
-    return values;
-  }
-
   // --- writing ------------------------------------------------------------------------------
 
   /**
@@ -1064,82 +1178,84 @@ export class Cache {
    * of `0` deletes the key. Throws a `SerializationError` for values the serializer refuses.
    */
   async set(key: string, value: unknown, options?: SetOptions): Promise<void> {
-    this.#open();
-    const fullKey = this.#keys.full(key);
-    const opts = resolveEntryOptions(this.#core.defaults, options);
-    const codec = this.#core.codec(options?.serializer);
-    const write = this.#entryWrite(
-      fullKey,
-      value,
-      value === undefined ? 'n' : 'v',
-      0,
-      this.#core.clock.now(),
-      opts,
-      codec,
-      'throw',
-    );
-    this.#core.flights.invalidate(fullKey);
-    try {
-      if (write === undefined) await this.#core.store.delete([fullKey]);
-      else await this.#core.store.set(write.key, write.value, write.ttl);
-    } catch (error) {
-      this.#writeFailed('set', fullKey, error);
-    }
+    await this.setMany([{ ...options, key, value }]);
   }
 
-  /** Stores many entries in one round trip. Every value is serialized before anything is sent. */
+  /**
+   * Stores many entries in one round trip. Every value is serialized before anything is sent, so
+   * a value the serializer refuses (`SerializationError`) sends nothing.
+   */
   async setMany(entries: readonly SetManyEntry[]): Promise<void> {
     this.#open();
+    const core = this.#core;
     if (!Array.isArray(entries)) throw new InvalidOptionError('entries', `expected an array, got ${describe(entries)}`);
-    const now = this.#core.clock.now();
-    const writes: StoreWrite[] = [];
-    const deletes: string[] = [];
-    for (const entry of entries) {
+    const prepared = entries.map((entry) => {
       const fullKey = this.#keys.full(entry.key);
-      const opts = resolveEntryOptions(this.#core.defaults, entry);
-      const codec = this.#core.codec(entry.serializer);
-      const kind = entry.value === undefined ? 'n' : 'v';
-      const write = this.#entryWrite(fullKey, entry.value, kind, 0, now, opts, codec, 'throw');
-      if (write === undefined) deletes.push(fullKey);
-      else writes.push(write);
-    }
-    for (const write of writes) this.#core.flights.invalidate(write.key);
-    for (const key of deletes) this.#core.flights.invalidate(key);
+      const opts = resolveEntryOptions(core.defaults, entry);
+      const tags = entry.tags === undefined || entry.tags.length === 0 ? undefined : core.tags.check(entry.tags);
+      return { entry, fullKey, opts, tags, codec: core.codec(entry.serializer) };
+    });
+    const keys = prepared.map((p) => p.fullKey);
+    // Loads in progress for these keys must not write their (older) results; L1 copies go now.
+    for (const key of keys) core.flights.invalidate(key);
+    core.coherence.invalidateKeys(keys);
+    const tagged = [...new Set(prepared.flatMap((p) => p.tags ?? []))];
+    let versions: Map<string, string>;
     try {
-      await Promise.all([this.#core.store.setMany(writes), deletes.length > 0 ? this.#core.store.delete(deletes) : DONE]);
+      versions = new Map(tagged.length === 0 ? [] : await core.tags.current(tagged));
     } catch (error) {
       this.#writeFailed('setMany', undefined, error);
+      return;
     }
+    const now = core.clock.now();
+    const made: EntryWrite[] = [];
+    const deletes: string[] = [];
+    for (const p of prepared) {
+      const kind = p.entry.value === undefined ? 'n' : 'v';
+      const stamps = p.tags?.map((tag): TagStamp => [tag, versions.get(tag) ?? '']);
+      const write = this.#entryWrite(p.fullKey, p.entry.value, kind, 0, now, p.opts, p.codec, 'throw', stamps);
+      if (write === undefined) deletes.push(p.fullKey);
+      else made.push(write);
+    }
+    try {
+      await Promise.all([
+        made.length > 0 ? core.store.setMany(made.map((m) => m.write)) : DONE,
+        deletes.length > 0 ? core.store.delete(deletes) : DONE,
+      ]);
+    } catch (error) {
+      this.#writeFailed('setMany', undefined, error);
+      return;
+    }
+    const since = core.coherence.seq;
+    for (const m of made) core.coherence.fill(m.write.key, m.entry, now, since);
+    await core.coherence.announce({ keys });
   }
 
   /**
    * Deletes `key`; `true` if it existed. A load in progress for it will not write its result
-   * (it read the data before it changed).
+   * (it read the data before it changed), and other instances drop their L1 copies.
    */
   async delete(key: string): Promise<boolean> {
-    this.#open();
-    const fullKey = this.#keys.full(key);
-    this.#core.flights.invalidate(fullKey);
-    try {
-      return (await this.#core.store.delete([fullKey])) > 0;
-    } catch (error) {
-      this.#writeFailed('delete', fullKey, error);
-      return false;
-    }
+    return (await this.deleteMany([key])) > 0;
   }
 
   /** Deletes many keys in one round trip; returns how many existed. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.#open();
+    const core = this.#core;
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
-    for (const key of fullKeys) this.#core.flights.invalidate(key);
+    for (const key of fullKeys) core.flights.invalidate(key);
+    core.coherence.invalidateKeys(fullKeys);
+    let deleted: number;
     try {
-      return await this.#core.store.delete(fullKeys);
+      deleted = fullKeys.length === 0 ? 0 : await core.store.delete(fullKeys);
     } catch (error) {
-      this.#writeFailed('deleteMany', undefined, error);
+      this.#writeFailed(keys.length === 1 ? 'delete' : 'deleteMany', fullKeys.length === 1 ? fullKeys[0] : undefined, error);
       return 0;
     }
+    await core.coherence.announce({ keys: fullKeys });
+    return deleted;
   }
 
   /**
@@ -1148,13 +1264,72 @@ export class Cache {
    */
   async clear(): Promise<number> {
     this.#open();
-    this.#core.flights.invalidatePrefix(this.#keys.prefix);
+    const core = this.#core;
+    const prefix = this.#keys.prefix;
+    core.flights.invalidatePrefix(prefix);
+    core.coherence.invalidatePrefix(prefix);
+    let deleted: number;
     try {
-      return await this.#core.store.clear(this.#keys.prefix);
+      deleted = await core.store.clear(prefix);
     } catch (error) {
       this.#writeFailed('clear', undefined, error);
       return 0;
     }
+    await core.coherence.announce({ prefixes: [prefix] });
+    return deleted;
+  }
+
+  /**
+   * Invalidates every entry carrying one of `tags`, in every namespace of this cache and in
+   * every instance: one store write per tag, however many entries carry it. Entries are checked
+   * lazily when read; a load in progress produces an entry that is already invalid.
+   */
+  async invalidateTags(tags: readonly string[]): Promise<void> {
+    this.#open();
+    const core = this.#core;
+    const list = core.tags.check(tags);
+    if (list.length === 0) return;
+    const stamps = list.map((tag): [string, string] => [tag, TagVersions.next()]);
+    // Locally first: if the store write fails, this instance errs on the side of misses.
+    for (const [tag, version] of stamps) core.tags.learn(tag, version);
+    try {
+      await core.store.setMany(stamps.map(([tag, version]) => ({ key: core.tags.keyOf(tag), value: version, ttl: core.tagTtl })));
+    } catch (error) {
+      this.#writeFailed('invalidateTags', undefined, error);
+      return;
+    }
+    await core.coherence.announce({ tags: stamps });
+  }
+
+  /**
+   * Runs `write` (your database write), then invalidates `keys` and `tags` — the order that keeps
+   * a cache consistent ("write the database, then delete the key"). Loads racing the write cannot
+   * put the old value back (leases and tag versions see to it). The invalidation runs even when
+   * `write` throws (it is harmless then); `write`'s error is rethrown.
+   */
+  async invalidateAfter<R>(
+    write: () => R | Promise<R>,
+    targets: { keys?: readonly string[]; tags?: readonly string[] },
+  ): Promise<R> {
+    this.#open();
+    if (typeof write !== 'function') throw new InvalidOptionError('write', `expected a function, got ${describe(write)}`);
+    const keys = targets.keys ?? [];
+    for (const key of keys) this.#keys.full(key);
+    if (targets.tags !== undefined) this.#core.tags.check(targets.tags);
+    const invalidate = () =>
+      Promise.all([
+        keys.length > 0 ? this.deleteMany(keys) : DONE,
+        targets.tags !== undefined ? this.invalidateTags(targets.tags) : DONE,
+      ]);
+    let result: R;
+    try {
+      result = await write();
+    } catch (error) {
+      await invalidate().catch(() => undefined);
+      throw error;
+    }
+    await invalidate();
+    return result;
   }
 
   // --- getOrSetMany -----------------------------------------------------------------------
@@ -1171,12 +1346,21 @@ export class Cache {
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
+    if (options?.tags !== undefined) core.tags.check(options.tags);
     const signal = options?.signal;
     const promises = new Map<string, Promise<T>>();
     const members: Member<T>[] = [];
+    const plain = options?.schema === undefined && options?.serializer === undefined && options?.forceFresh !== true;
+    const now = core.clock.now();
     fullKeys.forEach((fullKey, i) => {
       const key = keys[i]!;
       if (promises.has(fullKey)) return;
+      const cached = plain ? core.coherence.l1Get(fullKey, now) : undefined;
+      if (cached !== undefined) {
+        this.#hit(fullKey, cached, false, 'l1');
+        promises.set(fullKey, Promise.resolve(core.coherence.out(cached) as T));
+        return;
+      }
       const running = core.flights.get<T>(fullKey);
       if (running !== undefined) {
         promises.set(fullKey, running.join(signal));
@@ -1203,6 +1387,7 @@ export class Cache {
     const schema = options?.schema;
     // Each member behaves like a getOrSet job whose loader asks the batch loader for its key alone;
     // that path serves the rare cases (waiting on another process, background refresh).
+    const tags = options?.tags === undefined || options.tags.length === 0 ? undefined : core.tags.check(options.tags);
     const single =
       (member: Member<T>): Loader<T> =>
       async ({ signal }) =>
@@ -1210,9 +1395,12 @@ export class Cache {
     const jobs = new Map(
       members.map((m) => [
         m,
-        { flight: m.flight, key: m.key, userKey: m.userKey, loader: single(m), opts, codec, schema } satisfies Job<T>,
+        { flight: m.flight, key: m.key, userKey: m.userKey, loader: single(m), opts, codec, schema, tags } satisfies Job<T>,
       ]),
     );
+    // L1 holds values decoded by the default serializer and never checked by a caller's schema.
+    const plainRead = schema === undefined && codec === core.defaultCodec;
+    const since = core.coherence.seq;
     try {
       let reads: Read[];
       try {
@@ -1243,9 +1431,10 @@ export class Cache {
         switch (read.state) {
           case 'fresh':
             this.#hit(member.key, read.entry, false);
+            if (plainRead) core.coherence.fill(member.key, read.entry, core.clock.now(), since);
             member.settle({ value: read.entry.value as T, done: DONE });
             // The member's flight is released: an early refresh may take the key now.
-            this.#maybeRefreshEarly(member.key, member.userKey, job.loader, schema, opts, codec, read.entry);
+            this.#maybeRefreshEarly(member.key, member.userKey, job.loader, schema, options?.tags, opts, codec, read.entry);
             return;
           case 'stale':
           case 'pending':
@@ -1259,18 +1448,17 @@ export class Cache {
             this.#miss(member.key);
             unleased.push(member);
             return;
-          case 'absent':
-          case 'corrupt':
-          case 'expired':
-          case 'invalid':
-            if (opts.lock === false) {
-              // No leases: load and write unconditionally (last write wins).
-              this.#miss(member.key);
-              member.expect = undefined;
-              unleased.push(member);
-              return;
-            }
+          default:
             break;
+        }
+        if (opts.lock === false) {
+          // No leases: load and write unconditionally (last write wins).
+          this.#miss(member.key);
+          member.expect = undefined;
+          unleased.push(member);
+          return;
+        }
+        switch (read.state) {
           case 'corrupt':
             cleanup.push(core.store.delete([member.key]).catch(() => undefined));
             break;
@@ -1324,7 +1512,7 @@ export class Cache {
           }),
         );
       }
-      if (leased.length > 0) await this.#loadBatch(leased, loader, opts, codec, schema);
+      if (leased.length > 0) await this.#loadBatch(leased, loader, opts, codec, schema, tags);
     } catch (error) {
       for (const member of members) member.fail(error);
     }
@@ -1337,9 +1525,18 @@ export class Cache {
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
     schema: StandardSchemaV1<unknown, T> | undefined,
+    tags: readonly string[] | undefined,
   ): Promise<void> {
     const core = this.#core;
     const controller = new AbortController();
+    // Tag versions before loading (see #load); unreadable: values are returned, not cached.
+    let stamps: TagStamp[] | null | undefined;
+    if (tags !== undefined) {
+      stamps = await core.tags.current(tags).catch((error: unknown) => {
+        core.storeError('tags', undefined, error);
+        return null;
+      });
+    }
     // The batch is abandoned only when every key's callers have gone.
     let remaining = members.length;
     for (const m of members) {
@@ -1408,15 +1605,18 @@ export class Cache {
           value = checked.value;
         }
         member.value = value;
-        const write = member.flight.invalidated
-          ? undefined
-          : this.#entryWrite(member.key, value, value === undefined ? 'n' : 'v', loadMs, now, opts, codec);
+        const made =
+          member.flight.invalidated || stamps === null
+            ? undefined
+            : this.#entryWrite(member.key, value, value === undefined ? 'n' : 'v', loadMs, now, opts, codec, 'report', stamps);
         if (member.flight.invalidated) this.#skipped(member.key);
-        if (write === undefined) {
+        if (made === undefined) {
           if (member.lease !== undefined) void this.#releaseLease(member.lease);
           member.settle({ value, done: DONE });
           return;
         }
+        const { write, entry } = made;
+        core.coherence.fill(member.key, entry, now, core.coherence.seq);
         const expect = member.lease?.prefix ?? member.expect;
         if (expect === undefined) {
           unconditional.push({ ...write, member });
@@ -1463,6 +1663,7 @@ export class Cache {
     if (core.closed) return;
     core.closed = true;
     core.renewals.stop();
+    await core.coherence.close();
     await core.coordination.close();
     await core.store.close();
   }
@@ -1578,5 +1779,5 @@ export function createCache(options: CacheOptions = {}): Cache {
   const maxKeyLength =
     options.maxKeyLength === undefined ? DEFAULT_MAX_KEY_LENGTH : checkCount('maxKeyLength', options.maxKeyLength);
   const keys = KeySpace.root(namespace, version, maxKeyLength);
-  return new Cache(new CacheCore(options, keys.prefix), keys);
+  return new Cache(new CacheCore(options, keys.prefix, namespace, version, maxKeyLength), keys);
 }

@@ -59,6 +59,10 @@ export interface LockWaitEvent {
 export interface BreakerEvent {
   readonly state: 'closed' | 'open' | 'half-open';
 }
+export interface BusEvent {
+  /** `false`: this instance no longer hears the invalidation bus, and stops using its L1 until it does. */
+  readonly connected: boolean;
+}
 
 export interface CacheEventMap {
   hit: [HitEvent];
@@ -71,6 +75,7 @@ export interface CacheEventMap {
   'write-skipped': [WriteSkippedEvent];
   'lock-wait': [LockWaitEvent];
   breaker: [BreakerEvent];
+  bus: [BusEvent];
 }
 
 export type CacheEventName = keyof CacheEventMap;

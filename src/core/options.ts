@@ -10,7 +10,9 @@
  */
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { InvalidOptionError } from '../errors.js';
+import type { BusOptions } from '../bus/bus.js';
 import type { CompressionOptions } from '../serializers/compression.js';
+import type { EvictionPolicy } from '../tiers/memory-tier.js';
 import type { Serializer } from '../serializers/serializer.js';
 import type { Store } from '../stores/store.js';
 import type { Clock } from './clock.js';
@@ -45,6 +47,39 @@ export interface LockOptions {
    * @default 5_000
    */
   wait?: number;
+}
+
+export interface L1Options {
+  /**
+   * Most entries kept in memory.
+   * @default 10_000
+   */
+  maxEntries?: number;
+  /**
+   * Most bytes kept in memory, counted as the entries' serialized size. An entry larger than
+   * this is not kept in L1.
+   * @default 33_554_432 (32 MiB)
+   */
+  maxBytes?: number;
+  /**
+   * Longest an entry stays in L1, in ms; it never outlives its fresh period in L2. `Infinity`:
+   * as long as it is fresh. Without a bus (`bus: false`) this is how stale another instance's
+   * write can leave this L1.
+   * @default Infinity
+   */
+  ttl?: number;
+  /**
+   * Eviction policy: `'tinylfu'` (W-TinyLFU: admission by frequency, resists scans; the better
+   * of the two on every trace in `bench/l1.ts`) or `'lru'`.
+   * @default 'tinylfu'
+   */
+  policy?: EvictionPolicy;
+  /**
+   * L1 hands out the very objects it holds: callers must not mutate them. `true` returns a
+   * `structuredClone` on every L1 hit instead (slower), or pass your own copy function.
+   * @default false
+   */
+  clone?: boolean | ((value: unknown) => unknown);
 }
 
 export interface CacheOptions {
@@ -149,6 +184,26 @@ export interface CacheOptions {
   failOpen?: boolean;
   /** Time source. @default the system clock */
   clock?: Clock;
+  /**
+   * An in-process tier in front of the store: hot values are served from memory, decoded. Kept
+   * coherent across instances by the invalidation bus. `false`: off.
+   * @default false
+   */
+  l1?: L1Options | false;
+  /**
+   * The invalidation bus (Redis pub/sub) that tells other instances what `set`, `delete`,
+   * `clear` and `invalidateTags` changed, so their L1 and tag versions follow. `false`: off (an
+   * L1 is then only as fresh as `l1.ttl`). Ignored for unshared stores.
+   * @default { heartbeat: 1_000 }
+   */
+  bus?: BusOptions | false;
+  /**
+   * How long a tag's version is kept in the store after an invalidation, in ms. Entries carrying
+   * tags never live longer than this (their TTL is capped), so no entry can outlive the version
+   * that invalidated it.
+   * @default 86_400_000 (one day)
+   */
+  tagTtl?: number;
 }
 
 /** Options of one `getOrSet` call. */
@@ -175,13 +230,20 @@ export interface GetOrSetOptions<T = unknown> extends Pick<
   schema?: StandardSchemaV1<unknown, T>;
   /** Skip the cache read and load now (the result is still cached). */
   forceFresh?: boolean;
+  /**
+   * Tags of the entry: `invalidateTags([tag])` invalidates every entry carrying it, in O(1).
+   * The versions are taken before the loader runs, so a load racing an invalidation is stale on
+   * arrival and never served.
+   */
+  tags?: readonly string[];
 }
 
 /** Options of one `getOrSetMany` call. */
 export type GetOrSetManyOptions<T = unknown> = GetOrSetOptions<T>;
 
 /** Options of one `set` / `setMany` entry. */
-export type SetOptions = Pick<CacheOptions, 'ttl' | 'jitter' | 'grace' | 'negativeTtl' | 'serializer'>;
+export type SetOptions = Pick<CacheOptions, 'ttl' | 'jitter' | 'grace' | 'negativeTtl' | 'serializer'> &
+  Pick<GetOrSetOptions, 'tags'>;
 
 /** Options of one `get` / `getMany` / `has` call. */
 export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'> {

@@ -2,6 +2,10 @@
 export interface CacheStats {
   /** Reads answered from the cache (fresh or stale). */
   readonly hits: number;
+  /** Hits answered by the in-process tier. */
+  readonly l1Hits: number;
+  /** Hits answered by the store. */
+  readonly l2Hits: number;
   /** Hits served past their fresh period (stale-while-revalidate, soft timeout, fail-safe). */
   readonly staleHits: number;
   /** Hits on a cached "not found". */
@@ -26,10 +30,25 @@ export interface CacheStats {
   readonly writesSkipped: number;
   /** Times a caller waited for another process's load. */
   readonly lockWaits: number;
+  /** Entries in the in-process tier (0 without one). */
+  readonly l1Entries: number;
+  /** Bytes held by the in-process tier (serialized size of its entries). */
+  readonly l1Bytes: number;
+  /** Entries the in-process tier evicted to stay within its bounds. */
+  readonly l1Evictions: number;
 }
 
-export class Counters implements CacheStats {
+/** Figures of the in-process tier, read when a snapshot is taken. */
+export interface TierFigures {
+  readonly entries: number;
+  readonly bytes: number;
+  readonly evictions: number;
+}
+
+export class Counters implements Omit<CacheStats, 'l1Entries' | 'l1Bytes' | 'l1Evictions'> {
   hits = 0;
+  l1Hits = 0;
+  l2Hits = 0;
   staleHits = 0;
   negativeHits = 0;
   misses = 0;
@@ -43,9 +62,14 @@ export class Counters implements CacheStats {
   writesSkipped = 0;
   lockWaits = 0;
 
-  snapshot(): CacheStats {
+  snapshot(l1: TierFigures | undefined): CacheStats {
     return Object.freeze({
+      l1Entries: l1?.entries ?? 0,
+      l1Bytes: l1?.bytes ?? 0,
+      l1Evictions: l1?.evictions ?? 0,
       hits: this.hits,
+      l1Hits: this.l1Hits,
+      l2Hits: this.l2Hits,
       staleHits: this.staleHits,
       negativeHits: this.negativeHits,
       misses: this.misses,

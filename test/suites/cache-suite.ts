@@ -55,8 +55,13 @@ function spyStore(store: Store): { store: Store; calls: string[] } {
   return { store: proxy, calls };
 }
 
-export function cacheSuite(driver: DriverName): void {
-  describe(`cache over ${driver}`, () => {
+export interface SuiteVariant {
+  /** Run every test with an in-process tier in front of the store. */
+  l1?: boolean;
+}
+
+export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void {
+  describe(`cache over ${driver}${variant.l1 === true ? ' with L1' : ''}`, () => {
     let h: Harness;
     const caches: Cache[] = [];
 
@@ -493,6 +498,19 @@ export function cacheSuite(driver: DriverName): void {
         expect(await cache.getOrSetMany(['x', 'y'], () => ['X', 'Y'])).toEqual(['X', 'Y']);
       });
 
+      it('replaces corrupt and expired entries met in the batch', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ clock, ttl: 1_000, jitter: 0 });
+        await cache.set('old', 'stale value');
+        clock.advance(2_000);
+        await h.raw.set(`${cache.prefix}junk`, 'not an entry');
+        const loader = vi.fn(async (keys: string[]) => keys.map((k) => `fresh ${k}`));
+        expect(await cache.getOrSetMany(['old', 'junk', 'new'], loader)).toEqual(['fresh old', 'fresh junk', 'fresh new']);
+        expect(loader).toHaveBeenCalledTimes(1);
+        expect(loader.mock.calls[0]![0]).toEqual(['old', 'junk', 'new']);
+        expect(await cache.getMany(['old', 'junk', 'new'])).toEqual(['fresh old', 'fresh junk', 'fresh new']);
+      });
+
       it('forceFresh reloads cached keys too', async () => {
         const cache = await make();
         await cache.set('f1', 'old');
@@ -588,8 +606,13 @@ export function cacheSuite(driver: DriverName): void {
         // Written by Larder 0.1 (format L1): keep this fixture as the format evolves.
         await h.raw.set(`${cache.prefix}fixture`, 'L1v,0abc.1,mhdk7xs0,,,5,json,\n{"id":1,"name":"Ada"}');
         expect(await cache.get('fixture')).toEqual({ id: 1, name: 'Ada' });
+        // A tagged entry is valid while its tag keeps the version it recorded.
+        const namespace = cache.prefix.split(':')[0]!;
+        await h.raw.set(`${namespace}:tags:v1:t`, 'v1');
         await h.raw.set(`${cache.prefix}tagged`, 'L1v,0abc.2,mhdk7xs0,,,5,json,[["t","v1"]]\n[1,2]');
         expect(await cache.get('tagged')).toEqual([1, 2]);
+        await cache.invalidateTags(['t']);
+        expect(await cache.get('tagged')).toBeUndefined();
       });
     });
 
