@@ -31,6 +31,7 @@ import { memoryStore } from '../stores/memory.js';
 import type { ConditionalWrite, Store, StoreWrite } from '../stores/store.js';
 import { systemClock, type Clock } from './clock.js';
 import { Coherence } from './coherence.js';
+import { eventChannel, loadTrace } from './diagnostics.js';
 import { Coordination, POLL_MAX_MS, POLL_START_MS } from './coordination.js';
 import { checkCount, checkDuration, describe } from './durations.js';
 import {
@@ -59,7 +60,7 @@ import {
 } from './options.js';
 import { Renewals, type Lease } from './renewals.js';
 import { Flights, type Flight } from './single-flight.js';
-import { Counters, type CacheStats } from './stats.js';
+import { Counters, Latency, type CacheStats, type CounterName } from './stats.js';
 import { TagVersions } from './tags.js';
 import { validate } from './validate.js';
 
@@ -157,6 +158,7 @@ const CACHE_OPTION_NAMES = new Set<string>([
   'l1',
   'bus',
   'tagTtl',
+  'metrics',
 ]);
 
 function checkSerializer(serializer: unknown): Serializer {
@@ -193,7 +195,12 @@ class CacheCore {
   readonly codecs = new WeakMap<Serializer, EntryCodec>();
   readonly flights = new Flights();
   readonly counters = new Counters();
+  readonly latency = new Latency();
+  /** Record latency histograms (`metrics` option). */
+  readonly metrics: boolean;
   readonly events = new CacheEmitter();
+  /** The namespace prefix, as the `cache` field of diagnostics_channel messages. */
+  readonly name: string;
   readonly coordination: Coordination;
   readonly renewals: Renewals;
   readonly coherence: Coherence;
@@ -208,6 +215,9 @@ class CacheCore {
   closed = false;
 
   constructor(options: CacheOptions, rootPrefix: string, namespace: string, version: string, maxKeyLength: number) {
+    this.name = rootPrefix;
+    this.metrics = options.metrics ?? true;
+    if (typeof this.metrics !== 'boolean') throw new InvalidOptionError('metrics', 'expected a boolean');
     this.store = options.store ?? memoryStore(options.clock === undefined ? {} : { clock: options.clock });
     this.clock = options.clock ?? systemClock;
     this.defaults = resolveEntryOptions(LIBRARY_DEFAULTS, options);
@@ -234,7 +244,7 @@ class CacheCore {
       this.flights,
       {
         busConnection: (connected) => {
-          if (this.events.wants('bus')) this.emit('bus', { connected });
+          if (this.wants('bus')) this.emit('bus', { connected });
         },
       },
     );
@@ -268,6 +278,11 @@ class CacheCore {
       this.leaseFirst = !this.leaseFirst && !this.leaseFirstRefused;
   }
 
+  /** Whether anyone listens to `name`, as an event or on its diagnostics channel. */
+  wants(name: CacheEventName): boolean {
+    return this.events.wants(name) || eventChannel(name).hasSubscribers;
+  }
+
   emit<K extends CacheEventName>(name: K, event: CacheEventMap[K][0]): void {
     // Listeners are user code: one that throws must not break a cache operation.
     try {
@@ -275,12 +290,19 @@ class CacheCore {
     } catch {
       // Ignored on purpose: see above.
     }
+    const ch = eventChannel(name);
+    if (ch.hasSubscribers) {
+      try {
+        ch.publish({ cache: this.name, ...event });
+      } catch {
+        // Same as above: subscribers must not break the cache.
+      }
+    }
   }
 
   storeError(operation: string, key: string | undefined, error: unknown): void {
     this.counters.failOpen++;
-    if (this.events.wants('store-error'))
-      this.emit('store-error', key === undefined ? { operation, error } : { operation, key, error });
+    if (this.wants('store-error')) this.emit('store-error', key === undefined ? { operation, error } : { operation, key, error });
   }
 }
 
@@ -291,11 +313,14 @@ class CacheCore {
 export class Cache {
   readonly #core: CacheCore;
   readonly #keys: KeySpace;
+  /** The cache's totals, plus this namespace's own counters for a child. */
+  readonly #counters: readonly Counters[];
 
   /** @internal Use {@link createCache}. */
-  constructor(core: CacheCore, keys: KeySpace) {
+  constructor(core: CacheCore, keys: KeySpace, own?: Counters) {
     this.#core = core;
     this.#keys = keys;
+    this.#counters = own === undefined ? [core.counters] : [core.counters, own];
   }
 
   /** The prefix of every key of this cache (`<namespace>:v<version>:`). */
@@ -316,7 +341,7 @@ export class Cache {
   namespace(name: string, options: { version?: number | string } = {}): Cache {
     checkNamespace('namespace', name);
     const version = options.version === undefined ? undefined : checkVersion('version', options.version);
-    return new Cache(this.#core, this.#keys.child(name, version));
+    return new Cache(this.#core, this.#keys.child(name, version), new Counters());
   }
 
   // --- events and stats ------------------------------------------------------------------------
@@ -337,12 +362,17 @@ export class Cache {
     return this;
   }
 
-  /** A snapshot of the counters (shared by the cache and its children). */
+  /**
+   * A snapshot of the counters and latency histograms. On the root cache they cover every
+   * namespace; on a child from `namespace()`, the counters are that namespace's own (the
+   * histograms and L1 figures are always the whole cache's).
+   */
   stats(): CacheStats {
-    const l1 = this.#core.coherence.l1;
-    return this.#core.counters.snapshot(
-      l1 === undefined ? undefined : { entries: l1.size, bytes: l1.bytes, evictions: l1.evictions },
-    );
+    const core = this.#core;
+    const l1 = core.coherence.l1;
+    return this.#counters
+      .at(-1)!
+      .snapshot(l1 === undefined ? undefined : { entries: l1.size, bytes: l1.bytes, evictions: l1.evictions }, core.latency);
   }
 
   // --- getOrSet -------------------------------------------------------------------------------
@@ -374,7 +404,11 @@ export class Cache {
     if (signal?.aborted === true) return Promise.reject(new AbortError({ cause: signal.reason, key: fullKey }));
     const l1 = core.coherence.l1;
     if (l1 !== undefined && options?.forceFresh !== true && options?.serializer === undefined && options?.schema === undefined) {
+      // One L1 hit in 64 is timed: timing every one would cost as much as the hit itself.
+      const timed = core.metrics && (++core.latency.l1Sample & 63) === 0;
+      const t0 = timed ? performance.now() : 0;
       const entry = core.coherence.l1Get(fullKey, core.clock.now());
+      if (timed && entry !== undefined) core.latency.l1.record(performance.now() - t0);
       if (entry !== undefined) {
         this.#hit(fullKey, entry, false, 'l1');
         this.#maybeRefreshEarly(fullKey, key, loader, undefined, options?.tags, opts, core.defaultCodec, entry);
@@ -402,6 +436,7 @@ export class Cache {
     const core = this.#core;
     const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
     const since = core.coherence.seq;
+    const t0 = core.metrics ? performance.now() : 0;
     let read: Read | undefined;
     let wire: Wire | undefined | null;
     const lease =
@@ -435,6 +470,7 @@ export class Cache {
       read = classified instanceof Promise ? await classified : classified;
     }
     const forceFresh = options?.forceFresh === true;
+    if (core.metrics) core.latency.l2.record(performance.now() - t0);
     core.noteRead(read.state !== 'fresh');
     if (read.state === 'fresh' && !forceFresh) {
       this.#hit(fullKey, read.entry, false);
@@ -584,7 +620,7 @@ export class Cache {
         }
         if (!waited) {
           waited = true;
-          core.counters.lockWaits++;
+          this.#bump('lockWaits');
         }
         if (markedId !== current.id) {
           // Ask the holder to announce its write: it publishes only for marked leases.
@@ -640,7 +676,7 @@ export class Cache {
   }
 
   #lockWait(key: string, outcome: 'value' | 'acquired' | 'timeout', durationMs: number): void {
-    if (this.#core.events.wants('lock-wait')) this.#core.emit('lock-wait', { key, outcome, durationMs });
+    if (this.#core.wants('lock-wait')) this.#core.emit('lock-wait', { key, outcome, durationMs });
   }
 
   /**
@@ -665,12 +701,16 @@ export class Cache {
         return null;
       });
     }
-    core.counters.loads++;
+    this.#bump('loads');
+    const t0 = performance.now();
     let value: T;
     try {
       const context = { key: job.userKey, stale: plan.stale?.value as T | undefined, background };
       // A background load has no waiters: nobody's abort may cancel it, only its hard timeout.
-      const loading = runLoader(job.loader, background ? new Abortable() : job.flight, job.key, context, job.opts.hardTimeout);
+      const run = () => runLoader(job.loader, background ? new Abortable() : job.flight, job.key, context, job.opts.hardTimeout);
+      const loading = loadTrace.hasSubscribers
+        ? loadTrace.tracePromise(async () => run(), { key: job.key, cache: core.name, background })
+        : run();
       value = loading instanceof Promise ? await loading : loading;
       if (job.schema !== undefined && value !== undefined) {
         const result = await validate(job.schema, value, job.key);
@@ -679,21 +719,23 @@ export class Cache {
       }
     } catch (error) {
       release?.();
+      if (core.metrics) core.latency.load.record(performance.now() - t0);
       if (plan.lease !== undefined) void this.#releaseLease(plan.lease);
       this.#loadFailed(job.key, error, core.clock.now() - started, background, plan.stale);
       throw error;
     }
     release?.();
+    if (core.metrics) core.latency.load.record(performance.now() - t0);
     const loadMs = core.clock.now() - started;
-    if (core.events.wants('load')) core.emit('load', { key: job.key, durationMs: loadMs, background });
+    if (core.wants('load')) core.emit('load', { key: job.key, durationMs: loadMs, background });
     return { value, written: this.#write(job, value, loadMs, plan.expect, plan.lease, stamps) };
   }
 
   #loadFailed(key: string, error: unknown, durationMs: number, background: boolean, stale: Entry | undefined): void {
     const core = this.#core;
-    core.counters.loadErrors++;
-    if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
-    if (core.events.wants('load-error')) {
+    this.#bump('loadErrors');
+    if (error instanceof LoaderTimeoutError) this.#bump('loadTimeouts');
+    if (core.wants('load-error')) {
       const failSafe = stale !== undefined && core.clock.now() < stale.staleUntil;
       core.emit('load-error', { key, durationMs, background, error, failSafe });
     }
@@ -740,7 +782,7 @@ export class Cache {
     core.coherence.fill(job.key, entry, now, core.coherence.seq);
     if (expect === undefined) {
       return core.store.set(write.key, write.value, write.ttl).catch((error: unknown) => {
-        core.counters.writeErrors++;
+        this.#bump('writeErrors');
         core.storeError('set', job.key, error);
       });
     }
@@ -756,7 +798,7 @@ export class Cache {
         if (written !== true) this.#skipped(job.key);
       },
       (error: unknown) => {
-        core.counters.writeErrors++;
+        this.#bump('writeErrors');
         core.storeError('set', job.key, error);
         if (lease !== undefined) return this.#releaseLease(lease);
         return undefined;
@@ -765,8 +807,8 @@ export class Cache {
   }
 
   #skipped(key: string): void {
-    this.#core.counters.writesSkipped++;
-    if (this.#core.events.wants('write-skipped')) this.#core.emit('write-skipped', { key, reason: 'invalidated' });
+    this.#bump('writesSkipped');
+    if (this.#core.wants('write-skipped')) this.#core.emit('write-skipped', { key, reason: 'invalidated' });
   }
 
   /**
@@ -854,8 +896,8 @@ export class Cache {
     }
     if (raced === TIMED_OUT) {
       this.#hit(job.key, entry, true);
-      if (core.events.wants('refresh')) core.emit('refresh', { key: job.key, reason: 'soft-timeout' });
-      core.counters.refreshes++;
+      if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason: 'soft-timeout' });
+      this.#bump('refreshes');
       // The load goes on in the background; the flight is released once it ends (written, or
       // failed and backed off).
       const done = load.then(
@@ -929,8 +971,8 @@ export class Cache {
   /** Refreshes `entry` in the background, once across processes. Never rejects. */
   async #refresh<T>(job: Job<T>, entry: Entry, reason: 'early' | 'stale'): Promise<void> {
     const core = this.#core;
-    core.counters.refreshes++;
-    if (core.events.wants('refresh')) core.emit('refresh', { key: job.key, reason });
+    this.#bump('refreshes');
+    if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason });
     const lock = await this.#refreshLock(job);
     if (lock === 'held') return;
     try {
@@ -1033,23 +1075,29 @@ export class Cache {
 
   #corrupt(key: string, reason: 'format' | 'codec' | 'payload' | 'schema', error: unknown): void {
     const core = this.#core;
-    core.counters.corrupt++;
-    if (core.events.wants('corrupt')) core.emit('corrupt', error === undefined ? { key, reason } : { key, reason, error });
+    this.#bump('corrupt');
+    if (core.wants('corrupt')) core.emit('corrupt', error === undefined ? { key, reason } : { key, reason, error });
   }
 
   #hit(key: string, entry: Entry, stale: boolean, tier: Tier = 'l2'): void {
-    const counters = this.#core.counters;
-    counters.hits++;
-    if (tier === 'l1') counters.l1Hits++;
-    else counters.l2Hits++;
-    if (stale) counters.staleHits++;
-    if (entry.kind === 'n') counters.negativeHits++;
-    if (this.#core.events.wants('hit')) this.#core.emit('hit', { key, tier, stale });
+    for (const counters of this.#counters) {
+      counters.hits++;
+      if (tier === 'l1') counters.l1Hits++;
+      else counters.l2Hits++;
+      if (stale) counters.staleHits++;
+      if (entry.kind === 'n') counters.negativeHits++;
+    }
+    if (this.#core.wants('hit')) this.#core.emit('hit', { key, tier, stale });
+  }
+
+  /** Counts in the cache's totals and, for a namespace, in its own counters too. */
+  #bump(counter: CounterName): void {
+    for (const counters of this.#counters) counters[counter]++;
   }
 
   #miss(key: string): void {
-    this.#core.counters.misses++;
-    if (this.#core.events.wants('miss')) this.#core.emit('miss', { key });
+    this.#bump('misses');
+    if (this.#core.wants('miss')) this.#core.emit('miss', { key });
   }
 
   /** A read failed: `undefined` when failing open, else a `StoreError`. */
@@ -1060,7 +1108,7 @@ export class Cache {
   }
 
   #writeFailed(operation: string, key: string | undefined, error: unknown): void {
-    this.#core.counters.writeErrors++;
+    this.#bump('writeErrors');
     if (!this.#core.failOpen) throw toStoreError(error);
     this.#core.storeError(operation, key, error);
   }
@@ -1127,6 +1175,8 @@ export class Cache {
     });
     if (toRead.length === 0) return values;
     const since = core.coherence.seq;
+    // Single-key reads (`get`) feed the L2 read histogram; batches would blur it.
+    const t0 = core.metrics && fullKeys.length === 1 ? performance.now() : 0;
     let wires: (Wire | undefined)[];
     try {
       wires = await core.store.getMany(
@@ -1152,6 +1202,7 @@ export class Cache {
       else values[index] = this.#settleRead<T>(key, read, options, plain, since);
     });
     if (pending.length > 0) await Promise.all(pending);
+    if (t0 !== 0) core.latency.l2.record(performance.now() - t0);
     return values;
   }
 
@@ -1550,23 +1601,28 @@ export class Cache {
     }
     const renewals = members.flatMap((m) => (m.lease === undefined ? [] : [core.renewals.hold(m.lease, leaseTtl(opts))]));
     const started = core.clock.now();
-    core.counters.loads++;
+    this.#bump('loads');
+    const t0 = performance.now();
     let loaded: ReadonlyMap<string, T> | readonly (T | undefined)[];
     try {
-      const call = Promise.resolve(
-        loader(
-          members.map((m) => m.userKey),
-          { signal: controller.signal },
-        ),
-      );
+      const run = () =>
+        Promise.resolve(
+          loader(
+            members.map((m) => m.userKey),
+            { signal: controller.signal },
+          ),
+        );
+      const call = loadTrace.hasSubscribers
+        ? loadTrace.tracePromise(run, { key: members.map((m) => m.key).join(','), cache: core.name, background: false })
+        : run();
       loaded = await (opts.hardTimeout === Infinity ? call : withHardTimeout(call, opts.hardTimeout, controller));
       if (!(loaded instanceof Map) && !Array.isArray(loaded)) {
         throw new TypeError('A batch loader must return a Map or an array');
       }
     } catch (error) {
-      core.counters.loadErrors++;
-      if (error instanceof LoaderTimeoutError) core.counters.loadTimeouts++;
-      if (core.events.wants('load-error')) {
+      this.#bump('loadErrors');
+      if (error instanceof LoaderTimeoutError) this.#bump('loadTimeouts');
+      if (core.wants('load-error')) {
         for (const m of members) {
           core.emit('load-error', {
             key: m.key,
@@ -1584,9 +1640,10 @@ export class Cache {
       return;
     } finally {
       for (const release of renewals) release();
+      if (core.metrics) core.latency.load.record(performance.now() - t0);
     }
     const loadMs = core.clock.now() - started;
-    if (core.events.wants('load')) {
+    if (core.wants('load')) {
       for (const m of members) core.emit('load', { key: m.key, durationMs: loadMs, background: false });
     }
     const now = core.clock.now();
@@ -1631,7 +1688,7 @@ export class Cache {
       }),
     );
     const failed = (error: unknown) => {
-      core.counters.writeErrors++;
+      this.#bump('writeErrors');
       core.storeError('setMany', undefined, error);
     };
     if (unconditional.length > 0)

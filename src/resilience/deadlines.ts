@@ -9,6 +9,7 @@
  * the garbage collector sees only short-lived objects. A command times out between `timeout` and
  * `timeout + tick` after it was sent.
  */
+import type { Histogram } from '../core/metrics.js';
 import { CommandTimeoutError } from '../errors.js';
 
 /** Called once per settled command, with the error when it failed (timeouts included). */
@@ -18,6 +19,8 @@ class Pending {
   prev: Pending | undefined = undefined;
   next: Pending | undefined = undefined;
   done = false;
+  /** Precise send time, for the latency histogram (0 without one). */
+  startedAt = 0;
   constructor(
     readonly sentAt: number,
     readonly resolve: (value: unknown) => void,
@@ -30,6 +33,8 @@ export class Deadlines {
   readonly #tick: number;
   readonly #settled: SettledHook;
   readonly #wrap: (error: unknown) => unknown;
+  /** Command latencies, when recorded. */
+  readonly histogram: Histogram | undefined;
   #head: Pending | undefined;
   #tail: Pending | undefined;
   #pending = 0;
@@ -40,8 +45,9 @@ export class Deadlines {
    * `timeout` in ms (`Infinity` turns deadlines off; commands are still counted); `settled` sees
    * every outcome; `wrap` turns any failure (timeouts included) into the error callers get.
    */
-  constructor(timeout: number, settled: SettledHook, wrap: (error: unknown) => unknown) {
+  constructor(timeout: number, settled: SettledHook, wrap: (error: unknown) => unknown, histogram?: Histogram) {
     this.timeout = timeout;
+    this.histogram = histogram;
     // A quarter of the timeout keeps the overshoot small; 5 ms floor keeps the timer cheap.
     this.#tick = Math.max(5, Math.floor(timeout / 4));
     this.#settled = settled;
@@ -62,6 +68,7 @@ export class Deadlines {
     return new Promise<R>((resolve, reject) => {
       if (this.#timer === undefined && this.timeout !== Infinity) this.#start();
       const pending = new Pending(this.#now, resolve as (value: unknown) => void, reject);
+      if (this.histogram !== undefined) pending.startedAt = performance.now();
       this.#pending++;
       this.#append(pending);
       command.then(
@@ -91,6 +98,7 @@ export class Deadlines {
   #finish(pending: Pending): void {
     pending.done = true;
     this.#pending--;
+    if (pending.startedAt !== 0) this.histogram!.record(performance.now() - pending.startedAt);
     const { prev, next } = pending;
     if (prev === undefined) this.#head = next;
     else prev.next = next;

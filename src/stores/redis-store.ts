@@ -9,11 +9,15 @@ import { optionalDuration } from '../core/durations.js';
 import type { Wire } from '../core/entry.js';
 import { CircuitOpenError, InvalidOptionError, StoreError } from '../errors.js';
 import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resilience/breaker.js';
+import { commandTrace } from '../core/diagnostics.js';
+import { Histogram } from '../core/metrics.js';
 import { Deadlines } from '../resilience/deadlines.js';
-import type { DriverSubscriber, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
 import { WAIT_MARK } from './store.js';
 import type {
   ConditionalExpire,
+  PubSubMode,
+  PubSubOptions,
   ConditionalWrite,
   LeaseRequest,
   Notice,
@@ -43,6 +47,11 @@ export interface RedisConnectionOptions {
   onEvent?: (event: RedisStoreEvent) => void;
   /** Time source (for the breaker's cooldown). @default the system clock */
   clock?: Clock;
+  /**
+   * Record a latency histogram of Redis commands (`status().latency`).
+   * @default true
+   */
+  metrics?: boolean;
 }
 
 export type RedisStoreEvent =
@@ -142,8 +151,9 @@ export class RedisStore implements Store {
   readonly #breaker: CircuitBreaker | undefined;
   readonly #onEvent: ((event: RedisStoreEvent) => void) | undefined;
   #nativeLease = true;
-  #subscriber: Promise<DriverSubscriber> | undefined;
-  readonly #channels = new Map<string, Set<SubscribeHandlers>>();
+  readonly #subscribers = new Map<PubSubKind, Promise<DriverSubscriber>>();
+  readonly #channels: Record<PubSubKind, Map<string, ChannelEntry>> = { classic: new Map(), sharded: new Map() };
+  #shardedUnsupported = false;
   #closed = false;
 
   constructor(driver: RedisDriver, options: RedisConnectionOptions) {
@@ -166,6 +176,7 @@ export class RedisStore implements Store {
       timeout,
       (error) => this.#settled(error),
       (error) => this.#wrap(error),
+      options.metrics === false ? undefined : new Histogram(),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
   }
@@ -224,6 +235,17 @@ export class RedisStore implements Store {
 
   /** One command through the breaker and the deadline timer, like {@link run} but without a closure. */
   #send<R = unknown>(command: RedisCommand, key: string | undefined, binary: boolean, map?: (reply: unknown) => R): Promise<R> {
+    if (commandTrace.hasSubscribers) {
+      return commandTrace.tracePromise(() => this.#sendNow(command, key, binary, map), {
+        command: String(command[0]),
+        key,
+        store: this.name,
+      });
+    }
+    return this.#sendNow(command, key, binary, map);
+  }
+
+  #sendNow<R>(command: RedisCommand, key: string | undefined, binary: boolean, map?: (reply: unknown) => R): Promise<R> {
     if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
     let promise: Promise<unknown>;
     try {
@@ -261,6 +283,12 @@ export class RedisStore implements Store {
   }
 
   get(key: string, binary: boolean): Promise<Wire | undefined> {
+    if (commandTrace.hasSubscribers)
+      return commandTrace.tracePromise(() => this.#get(key, binary), { command: 'GET', key, store: this.name });
+    return this.#get(key, binary);
+  }
+
+  #get(key: string, binary: boolean): Promise<Wire | undefined> {
     // The hit path: no closure, one promise on top of the client's.
     if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
     let command: Promise<unknown>;
@@ -396,51 +424,94 @@ export class RedisStore implements Store {
     }
   }
 
-  async publish(channel: string, message: string): Promise<void> {
-    await this.#send(['PUBLISH', channel, message], channel, false);
+  /**
+   * What a pub/sub `mode` resolves to on this store: `auto` is `sharded` on a Redis Cluster
+   * (unless its servers turned out to predate Redis 7) and `classic` otherwise.
+   *
+   * @see docs/scaling.md
+   */
+  pubSubKind(mode: PubSubMode = 'classic'): PubSubKind {
+    if (mode === 'auto') return this.driver.cluster && !this.#shardedUnsupported ? 'sharded' : 'classic';
+    if (mode !== 'classic' && mode !== 'sharded') throw new InvalidOptionError('mode', "expected 'classic', 'sharded' or 'auto'");
+    return mode;
   }
 
-  async subscribe(channel: string, handlers: SubscribeHandlers): Promise<Subscription> {
-    if (this.#closed) throw new StoreError('E_STORE_UNAVAILABLE', 'The store is closed');
-    this.#subscriber ??= this.driver.subscriber().then((subscriber) => {
-      subscriber.onConnection((connected) => {
-        for (const set of this.#channels.values()) for (const h of set) h.connection?.(connected);
-      });
-      return subscriber;
-    });
-    let subscriber: DriverSubscriber;
+  /** `auto` asked for sharded pub/sub and the server does not know it: classic from now on. */
+  #fellBack(mode: PubSubMode | undefined, error: unknown): boolean {
+    if (mode !== 'auto' || !isUnknownCommand(error)) return false;
+    this.#shardedUnsupported = true;
+    return true;
+  }
+
+  async publish(channel: string, message: string, options?: PubSubOptions): Promise<void> {
+    const kind = this.pubSubKind(options?.mode);
     try {
-      subscriber = await this.#subscriber;
+      await this.#send([kind === 'sharded' ? 'SPUBLISH' : 'PUBLISH', channel, message], channel, false);
     } catch (error) {
-      this.#subscriber = undefined;
+      if (kind === 'sharded' && this.#fellBack(options?.mode, error)) return this.publish(channel, message, options);
+      throw error;
+    }
+  }
+
+  async subscribe(channel: string, handlers: SubscribeHandlers, options?: PubSubOptions): Promise<Subscription> {
+    if (this.#closed) throw new StoreError('E_STORE_UNAVAILABLE', 'The store is closed');
+    const kind = this.pubSubKind(options?.mode);
+    try {
+      return await this.#subscribe(kind, channel, handlers);
+    } catch (error) {
+      if (kind === 'sharded' && this.#fellBack(options?.mode, error)) return this.subscribe(channel, handlers, options);
       throw this.#wrap(error);
     }
-    let set = this.#channels.get(channel);
-    if (set === undefined) {
-      set = new Set();
-      this.#channels.set(channel, set);
-      const listeners = set;
-      await subscriber.subscribe(channel, (message) => {
-        for (const h of listeners) h.message(message);
+  }
+
+  /** One connection per kind carries every channel of that kind; one server subscription per channel. */
+  async #subscribe(kind: PubSubKind, channel: string, handlers: SubscribeHandlers): Promise<Subscription> {
+    const channels = this.#channels[kind];
+    let pending = this.#subscribers.get(kind);
+    if (pending === undefined) {
+      pending = this.driver.subscriber(kind).then((subscriber) => {
+        subscriber.onConnection((connected) => {
+          for (const entry of channels.values()) for (const h of entry.handlers) h.connection?.(connected);
+        });
+        return subscriber;
       });
+      this.#subscribers.set(kind, pending);
+      // A failed connection is not kept: the next subscribe tries again.
+      pending.catch(() => this.#subscribers.get(kind) === pending && this.#subscribers.delete(kind));
     }
-    set.add(handlers);
+    const subscriber = await pending;
+    let entry = channels.get(channel);
+    if (entry === undefined) {
+      const created: ChannelEntry = { handlers: new Set(), ready: Promise.resolve() };
+      created.ready = subscriber.subscribe(channel, (message) => {
+        for (const h of created.handlers) h.message(message);
+      });
+      entry = created;
+      channels.set(channel, entry);
+      created.ready.catch(() => channels.get(channel) === created && channels.delete(channel));
+    }
+    // Concurrent subscribers of a new channel all wait for the server's confirmation.
+    await entry.ready;
+    const subscribed = entry;
+    subscribed.handlers.add(handlers);
     return {
       unsubscribe: async () => {
-        const current = this.#channels.get(channel);
-        if (current === undefined || !current.delete(handlers) || current.size > 0) return;
-        this.#channels.delete(channel);
+        if (!subscribed.handlers.delete(handlers) || subscribed.handlers.size > 0) return;
+        if (channels.get(channel) === subscribed) channels.delete(channel);
         await subscriber.unsubscribe(channel).catch(() => undefined);
       },
     };
   }
 
   status(): StoreStatus {
+    const histogram = this.#deadlines.histogram;
     return {
       ready: this.driver.ready(),
       breaker: this.breakerState,
+      breakerOpens: this.breakerOpens,
       pending: this.#deadlines.pending,
       details: this.driver.details(),
+      ...(histogram === undefined ? {} : { latency: histogram.snapshot() }),
     };
   }
 
@@ -448,12 +519,25 @@ export class RedisStore implements Store {
     if (this.#closed) return;
     this.#closed = true;
     this.#deadlines.stop();
-    const subscriber = this.#subscriber;
-    this.#subscriber = undefined;
-    this.#channels.clear();
-    if (subscriber !== undefined) await subscriber.then((s) => s.close()).catch(() => undefined);
+    const subscribers = [...this.#subscribers.values()];
+    this.#subscribers.clear();
+    this.#channels.classic.clear();
+    this.#channels.sharded.clear();
+    await Promise.all(subscribers.map((pending) => pending.then((s) => s.close()).catch(() => undefined)));
     await this.driver.close();
   }
+}
+
+/** A channel the store is subscribed to: its local handlers, and the server's confirmation. */
+interface ChannelEntry {
+  readonly handlers: Set<SubscribeHandlers>;
+  ready: Promise<void>;
+}
+
+/** `ERR unknown command 'SPUBLISH'` and the like, from a server older than the command. */
+function isUnknownCommand(error: unknown): boolean {
+  const cause = error instanceof StoreError ? error.cause : error;
+  return cause instanceof Error && /unknown command/i.test(cause.message);
 }
 
 function isNoScript(reply: unknown): boolean {

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Wire } from '../core/entry.js';
+import type { HistogramSnapshot } from '../core/metrics.js';
 
 export type { Wire } from '../core/entry.js';
 
@@ -72,12 +73,43 @@ export interface Subscription {
   unsubscribe(): Promise<void>;
 }
 
+/**
+ * Which Redis pub/sub carries a channel:
+ * - `classic`: `PUBLISH`/`SUBSCRIBE`. On Redis Cluster every message is broadcast to every node
+ *   of the cluster, so each one costs every node, however few listen.
+ * - `sharded`: `SPUBLISH`/`SSUBSCRIBE` (Redis 7). The channel lives on the shard that owns its
+ *   hash slot, like a key: its messages cost that shard only, and cluster pub/sub scales out with
+ *   the number of channels. On a single Redis it works like classic.
+ * - `auto`: sharded on a Redis Cluster (classic if its servers predate Redis 7), classic otherwise.
+ *
+ * Classic and sharded channels are separate namespaces: publishers and subscribers of a channel
+ * must resolve to the same kind (`auto` on both sides does).
+ *
+ * @see docs/scaling.md
+ */
+export type PubSubMode = 'classic' | 'sharded' | 'auto';
+
+/** Options of {@link Store.publish} and {@link Store.subscribe}. */
+export interface PubSubOptions {
+  /**
+   * Which pub/sub carries the channel (see {@link PubSubMode}). Stores without a network (the
+   * memory store) ignore it.
+   * @default 'classic'
+   * @see docs/scaling.md
+   */
+  readonly mode?: PubSubMode | undefined;
+}
+
 /** A connection health snapshot, for stats and metrics. */
 export interface StoreStatus {
   /** `true` when commands can be sent now. */
   readonly ready: boolean;
   /** Circuit breaker state; `closed` for stores without one. */
   readonly breaker: 'closed' | 'open' | 'half-open';
+  /** How many times the breaker opened (0 for stores without one). */
+  readonly breakerOpens?: number;
+  /** Latency of the store's commands, in ms, when recorded. */
+  readonly latency?: HistogramSnapshot;
   /** Commands sent and not answered yet. */
   readonly pending: number;
   /** Anything the client library reports (queue lengths, pool sizes, …). */
@@ -120,9 +152,9 @@ export interface Store {
   clear(prefix: string): Promise<number>;
 
   /** Sends a message to every subscriber of `channel` (in every process sharing the store). */
-  publish(channel: string, message: string): Promise<void>;
+  publish(channel: string, message: string, options?: PubSubOptions): Promise<void>;
   /** Receives the messages of `channel` until `unsubscribe()`. */
-  subscribe(channel: string, handlers: SubscribeHandlers): Promise<Subscription>;
+  subscribe(channel: string, handlers: SubscribeHandlers, options?: PubSubOptions): Promise<Subscription>;
 
   /** Connection health. */
   status(): StoreStatus;

@@ -1,0 +1,106 @@
+/**
+ * What the core exposes for observability: counters per cache and per namespace, latency
+ * histograms, events mirrored on diagnostics_channel, and tracing channels for loads and Redis
+ * commands.
+ */
+import { subscribe, tracingChannel, unsubscribe } from 'node:diagnostics_channel';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCache, type Cache } from '../src/index.js';
+import { redisStore } from '../src/stores/redis.js';
+import { nodeRedis, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+
+let client: NodeRedis;
+beforeAll(async () => {
+  client = await nodeRedis();
+});
+afterAll(async () => {
+  await client.close();
+});
+
+function total(counts: readonly number[]): number {
+  return counts.reduce((a, b) => a + b, 0);
+}
+
+describe('instrumentation', () => {
+  it('counts per cache and per namespace, and fills the latency histograms', async () => {
+    const cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
+    const users = cache.namespace('users');
+    await users.getOrSet('1', () => 'Ada');
+    await users.getOrSet('1', () => 'Ada');
+    await cache.getOrSet('x', () => 'X');
+    await cache.getOrSet('boom', () => Promise.reject(new Error('db'))).catch(() => undefined);
+    await cache.get('x');
+    expect(users.stats()).toMatchObject({ hits: 1, misses: 1, loads: 1, loadErrors: 0 });
+    expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, loads: 3, loadErrors: 1 });
+    const { latency } = cache.stats();
+    expect(latency.l2.count).toBe(5);
+    expect(latency.load.count).toBe(3);
+    expect(total(latency.l2.counts)).toBe(latency.l2.count);
+    expect(latency.l2.sum).toBeGreaterThan(0);
+    const status = cache.store.status();
+    expect(status.latency!.count).toBeGreaterThanOrEqual(8);
+    expect(status.breakerOpens).toBe(0);
+    await cache.close();
+  });
+
+  it('times one L1 hit in 64', async () => {
+    const cache = createCache({ namespace: uniqueNamespace('obs'), l1: {} });
+    await cache.getOrSet('k', () => 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 640; i++) await cache.getOrSet('k', () => 1);
+    const { latency, l1Hits } = cache.stats();
+    expect(l1Hits).toBeGreaterThanOrEqual(600);
+    expect(latency.l1.count).toBeGreaterThanOrEqual(9);
+    expect(latency.l1.count).toBeLessThanOrEqual(11);
+    await cache.close();
+  });
+
+  it('records nothing in histograms with metrics: false', async () => {
+    const cache = createCache({ namespace: uniqueNamespace('obs'), metrics: false });
+    await cache.getOrSet('k', () => 1);
+    await cache.getOrSet('k', () => 1);
+    expect(cache.stats().latency.l2.count).toBe(0);
+    expect(cache.stats().hits).toBe(1);
+    await cache.close();
+  });
+
+  it('mirrors events on diagnostics_channel with the cache name, and traces loads and commands', async () => {
+    const cache: Cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
+    const hits: unknown[] = [];
+    const onHit = (message: unknown) => hits.push(message);
+    subscribe('larder:cache:hit', onHit);
+    const loads: string[] = [];
+    const commands: string[] = [];
+    const load = tracingChannel('larder:cache:load');
+    const command = tracingChannel('larder:store:command');
+    const none = () => undefined;
+    const loadHandlers = {
+      start: (ctx: object) => void loads.push(`start ${(ctx as { key: string }).key}`),
+      asyncEnd: (ctx: object) => void loads.push(`end ${(ctx as { key: string }).key}`),
+      end: none,
+      asyncStart: none,
+      error: none,
+    };
+    const commandHandlers = {
+      start: (ctx: object) => void commands.push((ctx as { command: string }).command),
+      end: none,
+      asyncStart: none,
+      asyncEnd: none,
+      error: none,
+    };
+    load.subscribe(loadHandlers);
+    command.subscribe(commandHandlers);
+    try {
+      await cache.getOrSet('k', () => 'v');
+      await cache.getOrSet('k', () => 'v');
+    } finally {
+      unsubscribe('larder:cache:hit', onHit);
+      load.unsubscribe(loadHandlers);
+      command.unsubscribe(commandHandlers);
+    }
+    expect(hits).toEqual([expect.objectContaining({ cache: cache.prefix, key: `${cache.prefix}k`, tier: 'l2', stale: false })]);
+    expect(loads).toEqual([`start ${cache.prefix}k`, `end ${cache.prefix}k`]);
+    expect(commands).toEqual(expect.arrayContaining(['GET', 'SET', 'EVALSHA']));
+    await cache.close();
+  });
+});
