@@ -6,6 +6,8 @@
 import { cpus } from 'node:os';
 import { benchCore } from './core.js';
 import { benchRedis } from './harness.js';
+import { benchL1 } from './l1.js';
+import { benchStampede } from './stampede.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -16,6 +18,8 @@ const only =
     : (onlyArg.includes('=') ? onlyArg.split('=')[1]! : args[args.indexOf(onlyArg) + 1]!).split(',');
 const suites: Record<string, (url: string) => Promise<string>> = {
   core: (url) => benchCore(url, { quick }),
+  stampede: (url) => benchStampede(url),
+  l1: (url) => benchL1(url, { quick }),
 };
 
 const { url, server } = await benchRedis();

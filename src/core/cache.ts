@@ -407,11 +407,12 @@ export class Cache {
       // One L1 hit in 64 is timed: timing every one would cost as much as the hit itself.
       const timed = core.metrics && (++core.latency.l1Sample & 63) === 0;
       const t0 = timed ? performance.now() : 0;
-      const entry = core.coherence.l1Get(fullKey, core.clock.now());
-      if (timed && entry !== undefined) core.latency.l1.record(performance.now() - t0);
+      const now = core.clock.now();
+      const entry = core.coherence.l1Get(fullKey, now);
       if (entry !== undefined) {
+        if (timed) core.latency.l1.record(performance.now() - t0);
         this.#hit(fullKey, entry, false, 'l1');
-        this.#maybeRefreshEarly(fullKey, key, loader, undefined, options?.tags, opts, core.defaultCodec, entry);
+        this.#maybeRefreshEarly(fullKey, key, loader, undefined, options?.tags, opts, core.defaultCodec, entry, now);
         return Promise.resolve(core.coherence.out(entry) as T);
       }
     }
@@ -474,9 +475,9 @@ export class Cache {
     core.noteRead(read.state !== 'fresh');
     if (read.state === 'fresh' && !forceFresh) {
       this.#hit(fullKey, read.entry, false);
-      if (codec === core.defaultCodec && options?.schema === undefined)
-        core.coherence.fill(fullKey, read.entry, core.clock.now(), since);
-      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry);
+      const now = core.clock.now();
+      if (codec === core.defaultCodec && options?.schema === undefined) core.coherence.fill(fullKey, read.entry, now, since);
+      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry, now);
       return read.entry.value as T;
     }
     const running = core.flights.get<T>(fullKey);
@@ -852,7 +853,7 @@ export class Cache {
     const size = typeof wire === 'string' ? wire.length : wire.byteLength;
     return {
       write: { key, value: wire, ttl: staleUntil - now },
-      entry: { ...header, codec: codec.serializer.name, value, size },
+      entry: { ...header, codec: codec.serializer.name, value, size, earlyAt: NaN },
     };
   }
 
@@ -949,15 +950,10 @@ export class Cache {
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
     entry: Entry,
+    now: number,
   ): void {
     const core = this.#core;
-    const early = opts.earlyRefresh;
-    if (early === false || entry.freshUntil === Infinity) return;
-    const now = core.clock.now();
-    const due =
-      (early.ahead < 1 && now >= entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead) ||
-      (early.beta > 0 && entry.loadMs > 0 && now - entry.loadMs * early.beta * Math.log(Math.random()) >= entry.freshUntil);
-    if (!due || core.flights.get(key) !== undefined) return;
+    if (!this.#refreshDue(entry, opts.earlyRefresh, now) || core.flights.get(key) !== undefined) return;
     core.flights.start<T>(key, async (flight) => {
       try {
         await this.#refresh(this.#job(flight, userKey, loader, { schema, tags }, opts, codec), entry, 'early');
@@ -966,6 +962,22 @@ export class Cache {
       }
       return entry.value as T;
     });
+  }
+
+  /** Whether a read at `now` should refresh `entry` early (refresh-ahead threshold or XFetch). */
+  #refreshDue(entry: Entry, early: ResolvedEntryOptions['earlyRefresh'], now: number): boolean {
+    if (early === false) return false;
+    // Cached on the entry for the cache's defaults: on a hot entry this is one comparison.
+    let at: number;
+    if (early === this.#core.defaults.earlyRefresh) {
+      if (Number.isNaN(entry.earlyAt)) entry.earlyAt = earliestRefresh(entry, early);
+      at = entry.earlyAt;
+    } else at = earliestRefresh(entry, early);
+    if (now < at) return false;
+    return (
+      (early.ahead < 1 && now >= entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead) ||
+      (early.beta > 0 && entry.loadMs > 0 && now - entry.loadMs * early.beta * Math.log(Math.random()) >= entry.freshUntil)
+    );
   }
 
   /** Refreshes `entry` in the background, once across processes. Never rejects. */
@@ -1485,7 +1497,17 @@ export class Cache {
             if (plainRead) core.coherence.fill(member.key, read.entry, core.clock.now(), since);
             member.settle({ value: read.entry.value as T, done: DONE });
             // The member's flight is released: an early refresh may take the key now.
-            this.#maybeRefreshEarly(member.key, member.userKey, job.loader, schema, options?.tags, opts, codec, read.entry);
+            this.#maybeRefreshEarly(
+              member.key,
+              member.userKey,
+              job.loader,
+              schema,
+              options?.tags,
+              opts,
+              codec,
+              read.entry,
+              core.clock.now(),
+            );
             return;
           case 'stale':
           case 'pending':
@@ -1768,6 +1790,18 @@ class Member<T> {
     this.#reject(error);
     this.flight.release();
   }
+}
+
+/**
+ * The earliest time an early refresh of `entry` can be due. XFetch fires when
+ * `-ln(random()) >= (freshUntil - now) / (loadMs · beta)`, and `-ln(random())` exceeds 20 with
+ * probability 2e-9: before `freshUntil - 20 · loadMs · beta` it cannot fire in practice.
+ */
+function earliestRefresh(entry: Entry, early: Exclude<ResolvedEntryOptions['earlyRefresh'], false>): number {
+  if (entry.freshUntil === Infinity) return Infinity;
+  let at = early.ahead < 1 ? entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead : Infinity;
+  if (early.beta > 0 && entry.loadMs > 0) at = Math.min(at, entry.freshUntil - entry.loadMs * early.beta * 20);
+  return at;
 }
 
 function pick<T>(results: ReadonlyMap<string, T> | readonly (T | undefined)[], key: string, index: number): T {

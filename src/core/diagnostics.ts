@@ -27,13 +27,28 @@ export interface CommandTraceContext {
   readonly store: string;
 }
 
-const eventChannels = new Map<CacheEventName, Channel>();
+const EVENT_NAMES: readonly CacheEventName[] = [
+  'hit',
+  'miss',
+  'load',
+  'load-error',
+  'refresh',
+  'corrupt',
+  'store-error',
+  'write-skipped',
+  'lock-wait',
+  'breaker',
+  'bus',
+];
+
+const eventChannels = Object.fromEntries(EVENT_NAMES.map((name) => [name, channel(`larder:cache:${name}`)])) as Record<
+  CacheEventName,
+  Channel
+>;
 
 /** The channel mirroring a cache event. */
 export function eventChannel(name: CacheEventName): Channel {
-  let ch = eventChannels.get(name);
-  if (ch === undefined) eventChannels.set(name, (ch = channel(`larder:cache:${name}`)));
-  return ch;
+  return eventChannels[name];
 }
 
 export const loadTrace: TracingChannel<unknown, LoadTraceContext> = tracingChannel('larder:cache:load');

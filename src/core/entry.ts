@@ -46,6 +46,11 @@ export interface Entry<T = unknown> extends EntryHeader {
   readonly value: T;
   /** Size of the stored entry in bytes (bounds the memory tier). */
   readonly size: number;
+  /**
+   * Earliest time an early refresh can be due under the cache's default settings, computed on
+   * first use (`NaN` until then), so a hit on a hot entry costs one comparison.
+   */
+  earlyAt: number;
 }
 
 export const FORMAT = 'L1';
@@ -132,6 +137,7 @@ function parseHeader(line: string, size: number): { -readonly [K in keyof Entry]
     tags,
     value: undefined,
     size,
+    earlyAt: NaN,
   };
 }
 

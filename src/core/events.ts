@@ -81,8 +81,27 @@ export interface CacheEventMap {
 export type CacheEventName = keyof CacheEventMap;
 
 export class CacheEmitter extends EventEmitter<CacheEventMap> {
+  /** Listener counts by event, kept current so checking costs a property read. */
+  readonly #listening: Partial<Record<string | symbol, number>> = {};
+
+  constructor() {
+    super();
+    this.on(
+      'newListener' as never,
+      ((name: string | symbol) => {
+        this.#listening[name] = (this.#listening[name] ?? 0) + 1;
+      }) as never,
+    );
+    this.on(
+      'removeListener' as never,
+      ((name: string | symbol) => {
+        this.#listening[name] = (this.#listening[name] ?? 1) - 1;
+      }) as never,
+    );
+  }
+
   /** Whether anyone listens to `name` (checked before building an event). */
   wants(name: CacheEventName): boolean {
-    return this.listenerCount(name) > 0;
+    return (this.#listening[name] ?? 0) > 0;
   }
 }

@@ -33,11 +33,20 @@ export function checkVersion(option: string, version: unknown): string {
   return text;
 }
 
-/** A namespace prefix plus the key rules; immutable. */
+/** Full keys remembered per key space (see {@link KeySpace.full}). */
+const REMEMBERED = 10_000;
+
+/** A namespace prefix plus the key rules. */
 export class KeySpace {
   /** Everything before the user key, ending in `:`. */
   readonly prefix: string;
   readonly maxKeyLength: number;
+  /**
+   * Full keys built recently, by user key. A string made by concatenation must be flattened and
+   * hashed again at every map lookup (about 200 ns); handing back the same full-key string lets
+   * its hash be computed once, which is most of an L1 hit's cost otherwise.
+   */
+  readonly #built = new Map<string, string>();
 
   constructor(prefix: string, maxKeyLength: number) {
     this.prefix = prefix;
@@ -55,7 +64,13 @@ export class KeySpace {
   /** The full store key, or an {@link InvalidKeyError} before any I/O. */
   full(key: unknown): string {
     if (typeof key !== 'string' || key.length === 0 || key.length > this.maxKeyLength) throw this.invalid(key);
-    return this.prefix + key;
+    let full = this.#built.get(key);
+    if (full === undefined) {
+      if (this.#built.size >= REMEMBERED) this.#built.clear();
+      full = this.prefix + key;
+      this.#built.set(key, full);
+    }
+    return full;
   }
 
   /** The user key of a full key built by this space. */
