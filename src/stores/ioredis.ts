@@ -1,11 +1,13 @@
 /**
- * The Redis store through ioredis (v5 or v6): a `Redis`, a `Cluster`, or a URL.
+ * The Redis store through ioredis (v5 or v6): a `Redis` (Sentinel-managed ones included:
+ * `new Redis({ sentinels, name })`), a `Cluster`, or a URL.
  *
+ * @see docs/scaling.md for clusters and Sentinel
  * @module
  */
 import { Cluster, Redis, type ChainableCommander } from 'ioredis';
 import { InvalidOptionError } from '../errors.js';
-import type { DriverSubscriber, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { groupBySlot } from './slot.js';
 import type { Store } from './store.js';
@@ -14,8 +16,9 @@ export type IoredisStoreOptions = RedisConnectionOptions &
   (
     | {
         /**
-         * An ioredis `Redis` or `Cluster` you created. Larder never closes it, and adds an
-         * `error` listener only to connections it opens itself.
+         * An ioredis `Redis` (standalone or Sentinel-managed) or `Cluster` you created. Larder
+         * never closes it, and adds an `error` listener only to connections it opens itself.
+         * @see docs/scaling.md
          */
         client: Redis | Cluster;
         url?: never;
@@ -29,6 +32,20 @@ export type IoredisStoreOptions = RedisConnectionOptions &
 
 function toArgs(command: RedisCommand): [string, ...RedisArg[]] {
   return [String(command[0]), ...command.slice(1)];
+}
+
+/**
+ * A multi-key command on a slot being migrated, whose keys are split between two nodes: Redis
+ * answers `TRYAGAIN`, which ioredis retries (`retryDelayOnTryAgain`) until it gives up with
+ * "Too many Cluster redirections" (its retries can bounce between the two nodes with `MOVED`).
+ */
+function isSplitSlot(error: unknown): boolean {
+  return error instanceof Error && /\bTRYAGAIN\b|^Too many Cluster redirections/.test(error.message);
+}
+
+/** A command answered with a redirection instead of being run (`MOVED`/`ASK`). */
+function isRedirect(reply: unknown): boolean {
+  return reply instanceof Error && /^(MOVED|ASK) /.test(reply.message);
 }
 
 class IoredisDriver implements RedisDriver {
@@ -60,7 +77,16 @@ class IoredisDriver implements RedisDriver {
     const replies = new Array<unknown>(keys.length);
     await Promise.all(
       [...groupBySlot(keys).values()].map(async (positions) => {
-        const values = await mget(positions.map((i) => keys[i]!));
+        const group = positions.map((i) => keys[i]!);
+        let values: unknown[];
+        try {
+          values = await mget(group);
+        } catch (error) {
+          // ioredis retried and the slot is still split: read its keys one by one, each
+          // following its own ASK.
+          if (!isSplitSlot(error)) throw error;
+          values = await Promise.all(group.map((key) => this.get(key, binary)));
+        }
         positions.forEach((position, i) => (replies[position] = values[i]));
       }),
     );
@@ -92,13 +118,32 @@ class IoredisDriver implements RedisDriver {
         positions.forEach((position, i) => (replies[position] = values[i]));
       }),
     );
+    // ioredis follows a pipeline's redirection only when every command got the same one; during
+    // a resharding some commands of a slot run where they are and others are sent elsewhere
+    // (ASK), and those were not run: send each on its own, which follows it.
+    await Promise.all(
+      replies.map(async (reply, i) => {
+        if (!isRedirect(reply)) return;
+        replies[i] = await this.send(commands[i]!, keys[i], binary).catch((error: unknown) => error);
+      }),
+    );
     return replies;
   }
 
   async unlink(keys: readonly string[]): Promise<number> {
-    if (!this.cluster) return this.#client.unlink(...keys);
+    const client = this.#client;
+    if (!this.cluster) return client.unlink(...keys);
     const counts = await Promise.all(
-      [...groupBySlot(keys).values()].map((positions) => this.#client.unlink(...positions.map((i) => keys[i]!))),
+      [...groupBySlot(keys).values()].map(async (positions) => {
+        const group = positions.map((i) => keys[i]!);
+        try {
+          return await client.unlink(...group);
+        } catch (error) {
+          if (!isSplitSlot(error)) throw error;
+          const each = await Promise.all(group.map((key) => client.unlink(key)));
+          return each.reduce((sum, count) => sum + count, 0);
+        }
+      }),
     );
     return counts.reduce((sum, count) => sum + count, 0);
   }
@@ -116,9 +161,12 @@ class IoredisDriver implements RedisDriver {
     }
   }
 
-  async subscriber(): Promise<DriverSubscriber> {
+  async subscriber(kind: PubSubKind): Promise<DriverSubscriber> {
     const client = this.#client;
-    const connection = client instanceof Cluster ? client.duplicate() : client.duplicate();
+    const sharded = kind === 'sharded';
+    // A connection of its own: a client in subscriber mode takes no other command. A cluster
+    // needs sharded subscribers (one connection per master) only for sharded channels.
+    const connection = client instanceof Cluster ? client.duplicate([], { shardedSubscribers: sharded }) : client.duplicate();
     const handlers = new Map<string, (message: string) => void>();
     const connectionListeners: ((connected: boolean) => void)[] = [];
     let connected = connection.status === 'ready';
@@ -130,15 +178,24 @@ class IoredisDriver implements RedisDriver {
     connection.on('error', (error: unknown) => this.#emitError(error));
     connection.on('close', () => report(false));
     connection.on('ready', () => report(true));
-    connection.on('message', (channel: string, message: string) => handlers.get(channel)?.(message));
+    // Cluster subscriber connections move with the topology (a failed node, a moved slot).
+    connection.on('-subscriber', () => report(false));
+    connection.on('+subscriber', () => report(true));
+    connection.on(sharded ? 'smessage' : 'message', (channel: string, message: string) => handlers.get(channel)?.(message));
+    if (connection.status === 'wait') await connection.connect();
     return {
       subscribe: async (channel, onMessage) => {
         handlers.set(channel, onMessage);
-        await connection.subscribe(channel);
+        try {
+          await (sharded ? connection.ssubscribe(channel) : connection.subscribe(channel));
+        } catch (error) {
+          handlers.delete(channel);
+          throw error;
+        }
       },
       unsubscribe: async (channel) => {
         handlers.delete(channel);
-        await connection.unsubscribe(channel);
+        await (sharded ? connection.sunsubscribe(channel) : connection.unsubscribe(channel));
       },
       onConnection: (listener) => connectionListeners.push(listener),
       close: async () => {
@@ -157,7 +214,12 @@ class IoredisDriver implements RedisDriver {
   }
 
   details(): Record<string, number | string | boolean> {
-    return { status: this.#client.status, cluster: this.cluster };
+    const sentinel = !this.cluster && (this.#client as Redis).options.sentinels !== undefined;
+    return {
+      status: this.#client.status,
+      cluster: this.cluster,
+      topology: this.cluster ? 'cluster' : sentinel ? 'sentinel' : 'standalone',
+    };
   }
 
   onError(listener: (error: unknown) => void): void {
@@ -175,6 +237,14 @@ class IoredisDriver implements RedisDriver {
  *
  * @example
  * const cache = createCache({ store: ioredisStore({ client: new Redis(url) }), namespace: 'app' });
+ *
+ * @example Redis Cluster (multi-key operations are split by slot; see docs/scaling.md)
+ * const cluster = new Cluster([{ host: '10.0.0.1', port: 7000 }]);
+ * const cache = createCache({ store: ioredisStore({ client: cluster }), namespace: 'app' });
+ *
+ * @example Sentinel (failovers are followed by ioredis and survived like outages)
+ * const redis = new Redis({ sentinels: [{ host, port: 26379 }], name: 'mymaster' });
+ * const cache = createCache({ store: ioredisStore({ client: redis }), namespace: 'app' });
  */
 export function ioredisStore(options: IoredisStoreOptions): Store & RedisStore {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');

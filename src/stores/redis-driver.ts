@@ -9,7 +9,20 @@
 export type RedisArg = string | Buffer;
 export type RedisCommand = readonly RedisArg[];
 
-/** A dedicated connection for pub/sub, owned (and closed) by the store. */
+/**
+ * Which pub/sub a subscriber speaks: `classic` (`SUBSCRIBE`, messages sent with `PUBLISH`) or
+ * `sharded` (`SSUBSCRIBE`, messages sent with `SPUBLISH`; Redis 7). The two are separate channel
+ * namespaces: a message only reaches subscribers of its own kind.
+ *
+ * @see docs/scaling.md
+ */
+export type PubSubKind = 'classic' | 'sharded';
+
+/**
+ * A dedicated pub/sub connection (on a cluster: the connections it needs, one per shard for
+ * sharded channels), owned and closed by the store. It resubscribes by itself after a reconnect
+ * or, for sharded channels, after the channel's slot moved to another node.
+ */
 export interface DriverSubscriber {
   subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
@@ -21,26 +34,33 @@ export interface DriverSubscriber {
 export interface RedisDriver {
   /** `redis` or `ioredis`. */
   readonly name: string;
-  /** A cluster client: multi-key commands are split by hash slot. */
+  /**
+   * A Redis Cluster client: multi-key commands are split by hash slot and sent as one command per
+   * slot, all at once (pipelined per node).
+   */
   readonly cluster: boolean;
 
   /** `GET key`, as text or bytes. */
   get(key: string, binary: boolean): Promise<unknown>;
-  /** `MGET` (one per slot on a cluster, sent together); replies in the order of `keys`. */
+  /**
+   * `MGET` (one per slot on a cluster, sent together); replies in the order of `keys`. A slot
+   * caught mid-migration (`TRYAGAIN`: its keys are split between two nodes) is read key by key.
+   */
   mget(keys: readonly string[], binary: boolean): Promise<unknown[]>;
   /** One command; `key` routes it on a cluster. */
   send(command: RedisCommand, key: string | undefined, binary: boolean): Promise<unknown>;
   /**
    * Commands written together (one round trip per node). Each command's `keys[i]` routes it.
-   * Replies come back in order; a failed command's reply is its `Error`.
+   * Replies come back in order; a failed command's reply is its `Error`. On a cluster, a command
+   * redirected (`MOVED`/`ASK`, during a resharding or after a failover) is followed to its node.
    */
   batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]>;
-  /** `UNLINK` (per slot on a cluster); returns how many keys existed. */
+  /** `UNLINK` (one per slot on a cluster, sent together); returns how many keys existed. */
   unlink(keys: readonly string[]): Promise<number>;
   /** Batches of keys matching `pattern`, from every master, with `SCAN` (never `KEYS`). */
   scan(pattern: string, count: number): AsyncIterable<string[]>;
-  /** A new dedicated pub/sub connection. */
-  subscriber(): Promise<DriverSubscriber>;
+  /** A new dedicated pub/sub connection for channels of one kind. */
+  subscriber(kind: PubSubKind): Promise<DriverSubscriber>;
 
   /** `true` for an error reply from Redis (as opposed to a connection failure). */
   isReplyError(error: unknown): boolean;

@@ -16,11 +16,11 @@ import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver 
 import { WAIT_MARK } from './store.js';
 import type {
   ConditionalExpire,
-  PubSubMode,
-  PubSubOptions,
   ConditionalWrite,
   LeaseRequest,
   Notice,
+  PubSubMode,
+  PubSubOptions,
   Store,
   StoreStatus,
   StoreWrite,
@@ -477,7 +477,7 @@ export class RedisStore implements Store {
       });
       this.#subscribers.set(kind, pending);
       // A failed connection is not kept: the next subscribe tries again.
-      pending.catch(() => this.#subscribers.get(kind) === pending && this.#subscribers.delete(kind));
+      void pending.catch(() => this.#subscribers.get(kind) === pending && this.#subscribers.delete(kind));
     }
     const subscriber = await pending;
     let entry = channels.get(channel);
@@ -488,7 +488,7 @@ export class RedisStore implements Store {
       });
       entry = created;
       channels.set(channel, entry);
-      created.ready.catch(() => channels.get(channel) === created && channels.delete(channel));
+      void created.ready.catch(() => channels.get(channel) === created && channels.delete(channel));
     }
     // Concurrent subscribers of a new channel all wait for the server's confirmation.
     await entry.ready;

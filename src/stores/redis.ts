@@ -1,64 +1,89 @@
 /**
- * The Redis store through node-redis (`redis` on npm, v5 or v6): a client, a cluster, or a URL.
+ * The Redis store through node-redis (`redis` on npm, v5 or v6): a client, a cluster
+ * (`createCluster`), a Sentinel-managed client (`createSentinel`), or a URL.
  *
  * Larder sends its commands with node-redis's per-command timeout turned off (`timeout: 0` per
  * command, whatever the client's defaults): that timeout arms an `AbortSignal` per command and
  * halves throughput, and Larder enforces its own deadline with one coarse timer instead.
  *
+ * @see docs/scaling.md for clusters and Sentinel
  * @module
  */
 import { createClient, RESP_TYPES } from 'redis';
 import { InvalidOptionError } from '../errors.js';
-import type { DriverSubscriber, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { groupBySlot } from './slot.js';
 import type { Store } from './store.js';
 
 type Listener = (...args: unknown[]) => void;
+type MessageListener = (message: string) => unknown;
 
-/** The parts of a node-redis client Larder uses (any `createClient()` result fits). */
-export interface NodeRedisClient {
-  sendCommand(args: readonly RedisArg[], options?: object): Promise<unknown>;
-  duplicate(): NodeRedisClient;
-  connect(): Promise<unknown>;
-  close(): Promise<unknown>;
-  destroy(): void;
-  subscribe(channel: string, listener: (message: string) => unknown): Promise<unknown>;
+/** Pub/sub, the same on a client, a cluster and a Sentinel-managed client. */
+interface NodeRedisPubSub {
+  subscribe(channel: string, listener: MessageListener): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
-  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string[]>;
+  sSubscribe(channel: string, listener: MessageListener): Promise<unknown>;
+  sUnsubscribe(channel: string): Promise<unknown>;
   on(event: string, listener: Listener): unknown;
   readonly isReady: boolean;
   readonly isOpen: boolean;
 }
 
+/** The parts of a node-redis client Larder uses (any `createClient()` result fits). */
+export interface NodeRedisClient extends NodeRedisPubSub {
+  sendCommand(args: readonly RedisArg[], options?: object): Promise<unknown>;
+  duplicate(): NodeRedisClient;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): unknown;
+  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string[]>;
+}
+
 /** The parts of a node-redis cluster Larder uses (any `createCluster()` result fits). */
-export interface NodeRedisCluster {
+export interface NodeRedisCluster extends NodeRedisPubSub {
   sendCommand(
     firstKey: RedisArg | undefined,
     isReadonly: boolean | undefined,
     args: readonly RedisArg[],
     options?: object,
   ): Promise<unknown>;
-  duplicate(): NodeRedisCluster;
+  duplicate(overrides?: { minimizeConnections?: boolean }): NodeRedisCluster;
   connect(): Promise<unknown>;
   close(): Promise<unknown>;
-  destroy(): void;
-  subscribe(channel: string, listener: (message: string) => unknown): Promise<unknown>;
-  unsubscribe(channel: string): Promise<unknown>;
+  destroy(): unknown;
   readonly masters: readonly unknown[];
   nodeClient(node: never): Promise<NodeRedisClient>;
-  on(event: string, listener: Listener): unknown;
-  readonly isOpen: boolean;
 }
+
+/**
+ * The parts of a node-redis Sentinel-managed client Larder uses (any `createSentinel()` result
+ * fits): commands go to the current master, found through the sentinels and followed across
+ * failovers by node-redis.
+ */
+export interface NodeRedisSentinel extends NodeRedisPubSub {
+  sendCommand(isReadonly: boolean | undefined, args: readonly RedisArg[], options?: object): Promise<unknown>;
+  duplicate(): NodeRedisSentinel;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): unknown;
+  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string[]>;
+  getMasterNode(): unknown;
+}
+
+/** Any client `redisStore()` accepts. */
+export type NodeRedisAnyClient = NodeRedisClient | NodeRedisCluster | NodeRedisSentinel;
 
 export type RedisStoreOptions = RedisConnectionOptions &
   (
     | {
         /**
-         * A node-redis client or cluster you created (connected or connecting). Larder never
-         * closes it, and adds an `error` listener only to connections it opens itself.
+         * A node-redis client, cluster or Sentinel-managed client you created (connected or
+         * connecting). Larder never closes it, and adds an `error` listener only to connections
+         * it opens itself: keep your own listener on it (node-redis throws unhandled `error`s).
+         * @see docs/scaling.md
          */
-        client: NodeRedisClient | NodeRedisCluster;
+        client: NodeRedisAnyClient;
         url?: never;
       }
     | {
@@ -72,21 +97,50 @@ export type RedisStoreOptions = RedisConnectionOptions &
 const TEXT = Object.freeze({ timeout: 0 });
 const BINARY = Object.freeze({ timeout: 0, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } });
 
-function isCluster(client: NodeRedisClient | NodeRedisCluster): client is NodeRedisCluster {
-  return 'masters' in client && 'nodeClient' in client;
+type Topology = 'standalone' | 'cluster' | 'sentinel';
+
+function topologyOf(client: NodeRedisAnyClient): Topology {
+  if ('masters' in client && 'nodeClient' in client) return 'cluster';
+  if ('getMasterNode' in client) return 'sentinel';
+  return 'standalone';
+}
+
+/** `TRYAGAIN`: a multi-key command on a slot being migrated, whose keys are split between two nodes. */
+function isTryAgain(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('TRYAGAIN');
+}
+
+/** `host:port` of a cluster node event's client info. */
+function address(info: unknown): string {
+  const { host, port } = (info ?? {}) as { host?: unknown; port?: unknown };
+  return `${String(host)}:${String(port)}`;
 }
 
 class NodeRedisDriver implements RedisDriver {
   readonly name = 'redis';
   readonly cluster: boolean;
-  readonly #client: NodeRedisClient | NodeRedisCluster;
+  readonly topology: Topology;
+  readonly #client: NodeRedisAnyClient;
   readonly #owned: boolean;
   readonly #errorListeners: ((error: unknown) => void)[] = [];
+  /** Sends one command the way this kind of client takes it (chosen once, off the hot path). */
+  readonly #sendCommand: (args: readonly RedisArg[], key: string | undefined, options: object) => Promise<unknown>;
 
-  constructor(client: NodeRedisClient | NodeRedisCluster, owned: boolean) {
+  constructor(client: NodeRedisAnyClient, owned: boolean) {
     this.#client = client;
     this.#owned = owned;
-    this.cluster = isCluster(client);
+    this.topology = topologyOf(client);
+    this.cluster = this.topology === 'cluster';
+    if (this.topology === 'cluster') {
+      const cluster = client as NodeRedisCluster;
+      this.#sendCommand = (args, key, options) => cluster.sendCommand(key, undefined, args, options);
+    } else if (this.topology === 'sentinel') {
+      const sentinel = client as NodeRedisSentinel;
+      this.#sendCommand = (args, _key, options) => sentinel.sendCommand(undefined, args, options);
+    } else {
+      const single = client as NodeRedisClient;
+      this.#sendCommand = (args, _key, options) => single.sendCommand(args, options);
+    }
     if (owned) client.on('error', (error: unknown) => this.#emitError(error));
   }
 
@@ -95,9 +149,7 @@ class NodeRedisDriver implements RedisDriver {
   }
 
   #send(args: readonly RedisArg[], key: string | undefined, binary: boolean): Promise<unknown> {
-    const options = binary ? BINARY : TEXT;
-    const client = this.#client;
-    return isCluster(client) ? client.sendCommand(key, undefined, args, options) : client.sendCommand(args, options);
+    return this.#sendCommand(args, key, binary ? BINARY : TEXT);
   }
 
   get(key: string, binary: boolean): Promise<unknown> {
@@ -110,11 +162,21 @@ class NodeRedisDriver implements RedisDriver {
     await Promise.all(
       [...groupBySlot(keys).values()].map(async (positions) => {
         const group = positions.map((i) => keys[i]!);
-        const values = (await this.#send(['MGET', ...group], group[0], binary)) as unknown[];
+        const values = await this.#mgetSlot(group, binary);
         positions.forEach((position, i) => (replies[position] = values[i]));
       }),
     );
     return replies;
+  }
+
+  /** `MGET` of keys sharing a slot; key by key while the slot is migrating (each follows its own `ASK`). */
+  async #mgetSlot(group: readonly string[], binary: boolean): Promise<unknown[]> {
+    try {
+      return (await this.#send(['MGET', ...group], group[0], binary)) as unknown[];
+    } catch (error) {
+      if (!isTryAgain(error)) throw error;
+      return Promise.all(group.map((key) => this.#send(['GET', key], key, binary)));
+    }
   }
 
   send(command: RedisCommand, key: string | undefined, binary: boolean): Promise<unknown> {
@@ -123,35 +185,49 @@ class NodeRedisDriver implements RedisDriver {
 
   batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]> {
     // node-redis writes every command issued in the same tick in one socket write (per node on
-    // a cluster): issuing them together is a pipeline.
+    // a cluster, where each command also follows its own MOVED/ASK): issuing them together is a
+    // pipeline.
     return Promise.all(commands.map((command, i) => this.#send(command, keys[i], binary).catch((error: unknown) => error)));
   }
 
   async unlink(keys: readonly string[]): Promise<number> {
     if (!this.cluster) return Number(await this.#send(['UNLINK', ...keys], keys[0], false));
     const counts = await Promise.all(
-      [...groupBySlot(keys).values()].map((positions) => {
+      [...groupBySlot(keys).values()].map(async (positions) => {
         const group = positions.map((i) => keys[i]!);
-        return this.#send(['UNLINK', ...group], group[0], false);
+        try {
+          return Number(await this.#send(['UNLINK', ...group], group[0], false));
+        } catch (error) {
+          if (!isTryAgain(error)) throw error;
+          const each = await Promise.all(group.map((key) => this.#send(['UNLINK', key], key, false)));
+          return each.reduce<number>((sum, count) => sum + Number(count), 0);
+        }
       }),
     );
-    return counts.reduce<number>((sum, count) => sum + Number(count), 0);
+    return counts.reduce((sum, count) => sum + count, 0);
   }
 
   async *scan(pattern: string, count: number): AsyncIterable<string[]> {
     const client = this.#client;
-    if (!isCluster(client)) {
-      yield* client.scanIterator({ MATCH: pattern, COUNT: count });
+    if (this.topology !== 'cluster') {
+      yield* (client as NodeRedisClient | NodeRedisSentinel).scanIterator({ MATCH: pattern, COUNT: count });
       return;
     }
-    for (const master of client.masters) {
-      const node = await client.nodeClient(master as never);
+    const cluster = client as NodeRedisCluster;
+    // Every master holds part of the keyspace; replicas hold copies.
+    for (const master of [...cluster.masters]) {
+      const node = await cluster.nodeClient(master as never);
       yield* node.scanIterator({ MATCH: pattern, COUNT: count });
     }
   }
 
-  async subscriber(): Promise<DriverSubscriber> {
-    const connection = this.#client.duplicate();
+  async subscriber(kind: PubSubKind): Promise<DriverSubscriber> {
+    // A connection of its own: a client in subscriber mode takes no other command. A cluster
+    // duplicate connects only to the nodes its channels need.
+    const connection: NodeRedisClient | NodeRedisCluster | NodeRedisSentinel =
+      this.topology === 'cluster'
+        ? (this.#client as NodeRedisCluster).duplicate({ minimizeConnections: true })
+        : (this.#client as NodeRedisClient | NodeRedisSentinel).duplicate();
     const connectionListeners: ((connected: boolean) => void)[] = [];
     let connected = false;
     const report = (now: boolean) => {
@@ -160,20 +236,39 @@ class NodeRedisDriver implements RedisDriver {
       for (const listener of connectionListeners) listener(now);
     };
     connection.on('error', (error: unknown) => {
-      report(false);
+      if (this.topology !== 'cluster') report(false);
       this.#emitError(error);
     });
-    connection.on('reconnecting', () => report(false));
-    connection.on('end', () => report(false));
-    connection.on('ready', () => report(true));
+    if (this.topology === 'cluster') {
+      // Node clients come and go with the topology: connected while none of them is down.
+      const down = new Set<string>();
+      const lost = (info: unknown) => {
+        down.add(address(info));
+        report(false);
+      };
+      const back = (info: unknown) => {
+        down.delete(address(info));
+        if (down.size === 0) report(true);
+      };
+      connection.on('node-reconnecting', lost);
+      connection.on('node-error', (_error: unknown, info: unknown) => lost(info));
+      connection.on('node-ready', back);
+      // A node dropped from the topology: its channels moved to the node that took its slots.
+      connection.on('node-disconnect', back);
+    } else {
+      connection.on('reconnecting', () => report(false));
+      connection.on('end', () => report(false));
+      connection.on('ready', () => report(true));
+    }
     await connection.connect();
     connected = true;
+    const sharded = kind === 'sharded';
     return {
       subscribe: async (channel, onMessage) => {
-        await connection.subscribe(channel, onMessage);
+        await (sharded ? connection.sSubscribe(channel, onMessage) : connection.subscribe(channel, onMessage));
       },
       unsubscribe: async (channel) => {
-        await connection.unsubscribe(channel);
+        await (sharded ? connection.sUnsubscribe(channel) : connection.unsubscribe(channel));
       },
       onConnection: (listener) => connectionListeners.push(listener),
       close: async () => {
@@ -194,12 +289,11 @@ class NodeRedisDriver implements RedisDriver {
   }
 
   ready(): boolean {
-    const client = this.#client;
-    return isCluster(client) ? client.isOpen : client.isReady;
+    return this.#client.isReady;
   }
 
   details(): Record<string, number | string | boolean> {
-    return { open: this.#client.isOpen, cluster: this.cluster };
+    return { open: this.#client.isOpen, cluster: this.cluster, topology: this.topology };
   }
 
   onError(listener: (error: unknown) => void): void {
@@ -218,6 +312,14 @@ class NodeRedisDriver implements RedisDriver {
  * @example
  * const client = await createClient({ url }).connect();
  * const cache = createCache({ store: redisStore({ client }), namespace: 'app' });
+ *
+ * @example Redis Cluster (multi-key operations are split by slot; see docs/scaling.md)
+ * const cluster = await createCluster({ rootNodes: [{ url: 'redis://10.0.0.1:7000' }] }).connect();
+ * const cache = createCache({ store: redisStore({ client: cluster }), namespace: 'app' });
+ *
+ * @example Sentinel (failovers are followed by node-redis and survived like outages)
+ * const sentinel = await createSentinel({ name: 'mymaster', sentinelRootNodes: [{ host, port: 26379 }] }).connect();
+ * const cache = createCache({ store: redisStore({ client: sentinel }), namespace: 'app' });
  */
 export function redisStore(options: RedisStoreOptions): Store & RedisStore {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');
