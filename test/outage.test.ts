@@ -81,6 +81,68 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     await eventually(async () => (await cache.get('after')) === 'back', 15_000, 'writes after recovery');
   });
 
+  it('the timeline: stop, restart, pause, resume while requests flow; none fails, the breaker opens and closes, few commands reach Redis while it is open', async () => {
+    const redis = await server();
+    const proxy = await proxyTo(redis);
+    const transitions: string[] = [];
+    const { store } = await storeFor(driver, proxy.url, {
+      commandTimeout: 100,
+      breaker: { failureThreshold: 3, cooldown: 200, maxCooldown: 400 },
+      onEvent: (event) => event.type === 'breaker' && transitions.push(event.state),
+    });
+    const cache = cacheOn(store);
+    let failures = 0;
+    let served = 0;
+    let running = true;
+    const flow = (async () => {
+      for (let i = 0; running; i++) {
+        await cache
+          .getOrSet(`k${i % 20}`, () => `v${i}`)
+          .then(
+            () => served++,
+            () => failures++,
+          );
+        await sleep(2);
+      }
+    })();
+    const until = async (condition: () => boolean, what: string) => eventually(condition, 15_000, what);
+    // Reconnection handshakes are the client's own (its reconnect strategy), not Larder's traffic.
+    const handshake = new Set(['HELLO', 'CLIENT', 'AUTH', 'SELECT', 'PING', 'INFO']);
+    const larderCommands = () => [...proxy.commandsByName].reduce((sum, [name, n]) => sum + (handshake.has(name) ? 0 : n), 0);
+    /** Larder's commands that reached the proxy during `ms` with the breaker open. */
+    const whileOpen = async (ms: number) => {
+      await until(() => store.status().breaker === 'open', 'the breaker to open');
+      const before = larderCommands();
+      await sleep(ms);
+      return larderCommands() - before;
+    };
+    await sleep(200);
+    // 1. Redis stops.
+    await redis.stop();
+    const sentWhileStopped = await whileOpen(1_000);
+    // 2. It comes back.
+    await redis.restart();
+    await until(() => store.status().breaker === 'closed', 'the breaker to close after the restart');
+    await sleep(200);
+    // 3. It hangs (SIGSTOP): connections stay up, nothing answers.
+    redis.pause();
+    const sentWhilePaused = await whileOpen(1_000);
+    // 4. It resumes.
+    redis.resume();
+    await until(() => store.status().breaker === 'closed', 'the breaker to close after the pause');
+    await sleep(200);
+    running = false;
+    await flow;
+    expect(failures).toBe(0);
+    expect(served).toBeGreaterThan(300);
+    expect(transitions).toContain('open');
+    expect(transitions.at(-1)).toBe('closed');
+    // A probe every 200-400 ms: at most a handful of commands per second reach a dead Redis.
+    expect(sentWhileStopped).toBeLessThanOrEqual(10);
+    expect(sentWhilePaused).toBeLessThanOrEqual(10);
+    expect(await cache.getOrSet('after', () => 'ok')).toBe('ok');
+  });
+
   it('plain get rejects with a StoreError when failOpen is false', async () => {
     const redis = await server();
     const { store } = await storeFor(driver, redis.url, { commandTimeout: 200, breaker: false });

@@ -10,6 +10,8 @@ import { createServer, Socket, type Server } from 'node:net';
 class CommandCounter {
   #buffer: Buffer = Buffer.alloc(0);
   count = 0;
+  /** Commands by name (upper case). */
+  readonly byName = new Map<string, number>();
 
   push(chunk: Buffer): void {
     this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
@@ -17,8 +19,20 @@ class CommandCounter {
       const end = this.#parseOne(this.#buffer);
       if (end < 0) return;
       this.count++;
+      const name = this.#name(this.#buffer);
+      this.byName.set(name, (this.byName.get(name) ?? 0) + 1);
       this.#buffer = this.#buffer.subarray(end);
     }
+  }
+
+  /** The name of the complete command at the start of `buf`. */
+  #name(buf: Buffer): string {
+    if (buf[0] !== 0x2a)
+      return buf.toString('latin1', 0, buf.indexOf(' ') > 0 ? buf.indexOf(' ') : buf.indexOf('\r\n')).toUpperCase();
+    const first = buf.indexOf('\r\n') + 2;
+    const headerEnd = buf.indexOf('\r\n', first);
+    const len = Number(buf.toString('latin1', first + 1, headerEnd));
+    return buf.toString('latin1', headerEnd + 2, headerEnd + 2 + len).toUpperCase();
   }
 
   /** Offset after one complete command, or -1 when incomplete. Inline commands count too. */
@@ -45,6 +59,8 @@ export interface FaultProxy {
   readonly url: string;
   /** Commands that reached the proxy from clients (forwarded or not). */
   readonly commands: number;
+  /** Commands by name so far (upper case), e.g. to leave out connection handshakes. */
+  readonly commandsByName: ReadonlyMap<string, number>;
   /** Delay added to every chunk in both directions, in ms. */
   setLatency(ms: number): void;
   /** Destroys every open connection (clients see a reset). */
@@ -103,6 +119,9 @@ export async function startProxy(targetPort: number): Promise<FaultProxy> {
     url: `redis://127.0.0.1:${port}`,
     get commands() {
       return counter.count;
+    },
+    get commandsByName() {
+      return new Map(counter.byName);
     },
     setLatency: (ms) => {
       latency = ms;

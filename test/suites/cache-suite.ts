@@ -139,6 +139,18 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(new Set(ttls.map((t) => Math.round(t! / 50))).size).toBeGreaterThan(5);
       });
 
+      it('1,000 reads of a missing id cause one loader call per negative TTL', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ clock, ttl: 60_000, negativeTtl: 1_000, jitter: 0 });
+        const loader = vi.fn(async () => undefined);
+        for (let i = 0; i < 1_000; i++) {
+          if (i === 500) clock.advance(1_001);
+          expect(await cache.getOrSet('product:404', loader)).toBeUndefined();
+        }
+        expect(loader).toHaveBeenCalledTimes(2);
+        expect(cache.stats().negativeHits).toBe(998);
+      });
+
       it('stores forever only with an explicit ttl: Infinity, and not at all with ttl: 0', async () => {
         const cache = await make();
         await cache.getOrSet('forever', () => 1, { ttl: Infinity });
