@@ -4,10 +4,12 @@
  * Uses REDIS_URL, else 127.0.0.1:6379, else starts a private redis-server. Ends on its own.
  */
 import { cpus } from 'node:os';
+import { benchCluster } from './cluster.js';
 import { benchCore } from './core.js';
 import { benchRedis } from './harness.js';
 import { benchL1 } from './l1.js';
 import { benchStampede } from './stampede.js';
+import { benchTracking } from './tracking.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -20,6 +22,9 @@ const suites: Record<string, (url: string) => Promise<string>> = {
   core: (url) => benchCore(url, { quick }),
   stampede: (url) => benchStampede(url),
   l1: (url) => benchL1(url, { quick }),
+  tracking: (url) => benchTracking(url),
+  // Starts its own Redis Cluster (scripts/redis-cluster.sh) and a private single Redis.
+  cluster: () => benchCluster({ quick }),
 };
 
 const { url, server } = await benchRedis();
