@@ -1151,8 +1151,11 @@ export class Cache {
     const codec = core.codec(options?.serializer);
     let wire: Wire | undefined;
     try {
-      wire = await core.store.get(fullKey, codec.binary);
+      const reading = core.store.get(fullKey, codec.binary);
+      const signal = options?.signal;
+      wire = await (signal === undefined ? reading : untilAborted(reading, signal, fullKey));
     } catch (error) {
+      if (isAbortError(error) && options?.signal?.aborted === true) throw error;
       return this.#readFailed('has', fullKey, error) ?? false;
     }
     if (wire === undefined) return false;
@@ -1191,11 +1194,14 @@ export class Cache {
     const t0 = core.metrics && fullKeys.length === 1 ? performance.now() : 0;
     let wires: (Wire | undefined)[];
     try {
-      wires = await core.store.getMany(
+      const reading = core.store.getMany(
         toRead.map((i) => fullKeys[i]!),
         codec.binary,
       );
+      const signal = options?.signal;
+      wires = await (signal === undefined ? reading : untilAborted(reading, signal, fullKeys[0]!));
     } catch (error) {
+      if (isAbortError(error) && options?.signal?.aborted === true) throw error;
       this.#readFailed(keys.length === 1 ? 'get' : 'getMany', keys.length === 1 ? fullKeys[0] : undefined, error);
       return values;
     }

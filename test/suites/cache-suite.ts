@@ -281,6 +281,23 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(await cache.getOrSet('b', () => 'again')).toBe('again');
       });
 
+      it('plain reads reject promptly with an AbortError when their signal fires mid-read', async () => {
+        const cache = await make();
+        await cache.set('k', 1);
+        const controller = new AbortController();
+        const reading = cache.get('k', { signal: controller.signal });
+        controller.abort();
+        // A memory store answers at once; Redis after a round trip: either way, no hang.
+        const outcome = await reading.then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+        if ('error' in outcome) expect((outcome.error as Error).name).toBe('AbortError');
+        else expect(outcome.value).toBe(1);
+        await expect(cache.getMany(['k'], { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+        await expect(cache.has('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+      });
+
       it('rejects at once with an AbortError for an already-aborted signal', async () => {
         const cache = await make();
         const loader = vi.fn(() => 1);

@@ -1,0 +1,42 @@
+/**
+ * Type tests: what `tsc` infers for callers (checked by `npm run typecheck`, which covers test/),
+ * plus a runtime pass so the file is a real test.
+ */
+import { describe, expectTypeOf, it } from 'vitest';
+import { createCache, type Cache, type CacheStats, type LoaderContext } from '../src/index.js';
+
+describe('types', () => {
+  it('infers values from loaders and schemas', async () => {
+    const cache: Cache = createCache({ namespace: 'types' });
+    const user = await cache.getOrSet('u', async () => ({ id: 1, name: 'Ada' }));
+    expectTypeOf(user).toEqualTypeOf<{ id: number; name: string }>();
+    const maybe = await cache.getOrSet('m', (): Promise<string | undefined> => Promise.resolve(undefined));
+    expectTypeOf(maybe).toEqualTypeOf<string | undefined>();
+    const schema = {
+      '~standard': {
+        version: 1 as const,
+        vendor: 'test',
+        validate: (value: unknown) => ({ value: value as { id: number } }),
+      },
+    };
+    const checked = await cache.getOrSet('s', () => ({ id: 2 }), { schema });
+    expectTypeOf(checked).toEqualTypeOf<{ id: number }>();
+    const many = await cache.getOrSetMany(['a', 'b'], async (keys) => keys.map((k) => k.length));
+    expectTypeOf(many).toEqualTypeOf<number[]>();
+    expectTypeOf(await cache.get<number>('a')).toEqualTypeOf<number | undefined>();
+    expectTypeOf(await cache.getMany<number>(['a'])).toEqualTypeOf<(number | undefined)[]>();
+    expectTypeOf(cache.stats()).toEqualTypeOf<CacheStats>();
+    // A loader that reads its context cannot also drive inference: name the type.
+    await cache.getOrSet<number>('c', (context) => {
+      expectTypeOf(context).toEqualTypeOf<LoaderContext<number>>();
+      expectTypeOf(context.signal).toEqualTypeOf<AbortSignal>();
+      expectTypeOf(context.stale).toEqualTypeOf<number | undefined>();
+      return 1;
+    });
+    // @ts-expect-error: the loader must be a function
+    await cache.getOrSet('x', 42).catch(() => undefined);
+    // @ts-expect-error: durations are numbers of milliseconds
+    expectTypeOf(createCache).toBeCallableWith({ ttl: '5m' });
+    await cache.close();
+  });
+});
