@@ -42,7 +42,7 @@ export async function benchTracking(url: string): Promise<string> {
   const trackingSeen = new Map<string, number>();
   tracker.on('invalidate', (key: unknown) => {
     trackingMessages++;
-    if (key !== null) trackingSeen.set(String(key), performance.now());
+    if (typeof key === 'string' || Buffer.isBuffer(key)) trackingSeen.set(key.toString(), performance.now());
   });
   await tracker.connect();
   await tracker.sendCommand(['CLIENT', 'TRACKING', 'OFF']);

@@ -93,9 +93,9 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     const cache = cacheOn(store);
     let failures = 0;
     let served = 0;
-    let running = true;
+    const state = { running: true };
     const flow = (async () => {
-      for (let i = 0; running; i++) {
+      for (let i = 0; state.running; i++) {
         await cache
           .getOrSet(`k${i % 20}`, () => `v${i}`)
           .then(
@@ -131,7 +131,7 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     redis.resume();
     await until(() => store.status().breaker === 'closed', 'the breaker to close after the pause');
     await sleep(200);
-    running = false;
+    state.running = false;
     await flow;
     expect(failures).toBe(0);
     expect(served).toBeGreaterThan(300);

@@ -289,11 +289,10 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         controller.abort();
         // A memory store answers at once; Redis after a round trip: either way, no hang.
         const outcome = await reading.then(
-          (value) => ({ value }),
-          (error: unknown) => ({ error }),
+          (value) => value,
+          (error: unknown) => (error as Error).name,
         );
-        if ('error' in outcome) expect((outcome.error as Error).name).toBe('AbortError');
-        else expect(outcome.value).toBe(1);
+        expect([1, 'AbortError']).toContain(outcome);
         await expect(cache.getMany(['k'], { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
         await expect(cache.has('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
       });
