@@ -1,0 +1,145 @@
+/**
+ * The demo when things go wrong or go away: Redis stopped mid-test (a private redis-server), the
+ * round trips of the bulk route (counted on that private server), and embedded mode (PGlite and
+ * the in-memory store, with nothing answering where Redis would be).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DemoService } from '../../demo/service.js';
+import { commandStats, eventually, nodeRedis, statsDelta } from '../helpers/redis.js';
+import { sparePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { Client, SEED_PRODUCTS, dropSchema, startTestService, testEnv, uniqueSchema } from './helpers.js';
+
+describe('with a private Redis', () => {
+  const schema = uniqueSchema('outage');
+  let redis: RedisServer;
+  let service: DemoService;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    service = await startTestService(testEnv(schema, { REDIS_URL: redis.url }), { l1MaxEntries: 0 });
+  });
+
+  afterAll(async () => {
+    await service?.close();
+    await redis?.stop();
+    await dropSchema(schema);
+  });
+
+  it('bulk reads take one MGET for every id and one query for the misses', async () => {
+    const admin = await nodeRedis(redis.url);
+    try {
+      const client = new Client(service.url);
+      // The first tagged read of the process also fetches the tag's version (then kept current by the bus).
+      await client.get('/products/100');
+      const written = `${service.services.config.cacheNamespace}:v1:products:100`;
+      await eventually(async () => (await admin.exists(written)) === 1, 5_000, 'the entry to be written');
+      const before = await commandStats(admin);
+      const queries = service.services.db.queries;
+      const reply = await client.get('/products?ids=101,102,103,104,105');
+      expect((reply.body as { products: unknown[] }).products).toHaveLength(5);
+      expect(service.services.db.queries - queries).toBe(1);
+      const cold = statsDelta(before, await commandStats(admin));
+      // One MGET for the five ids; then per missed id a lease (SET NX) and a conditional write
+      // (a script), each group sent together in one pipeline. (Commands run inside scripts are
+      // counted by Redis too.)
+      expect(cold).toMatchObject({ mget: 1, evalsha: 5 });
+
+      const warm = await commandStats(admin);
+      await client.get('/products?ids=101,102,103,104,105');
+      const hot = statsDelta(warm, await commandStats(admin));
+      // One MGET (the tags' versions are known locally, kept current by the bus); no write.
+      expect(hot).toMatchObject({ mget: 1 });
+      expect(Object.keys(hot).filter((command) => command !== 'mget' && command !== 'info')).toEqual([]);
+      expect(service.services.db.queries - queries).toBe(1);
+    } finally {
+      await admin.close();
+    }
+  });
+
+  it('keeps answering from Postgres while Redis is stopped, and recovers when it is back', async () => {
+    const user = new Client(service.url);
+    expect((await user.login('user2@example.com')).status).toBe(200);
+    expect((await user.get('/products/201')).status).toBe(200);
+
+    await redis.stop();
+    const queries = service.services.db.queries;
+    for (let i = 0; i < 5; i++) {
+      const one = await user.get('/products/202');
+      expect(one.status).toBe(200);
+      expect(one.body).toMatchObject({ id: 202 });
+      const many = await user.get('/products?ids=201,203');
+      expect(many.status).toBe(200);
+      expect((many.body as { products: unknown[] }).products).toHaveLength(2);
+    }
+    // Answered by Postgres (no L1 here, and Redis is gone).
+    expect(service.services.db.queries - queries).toBeGreaterThanOrEqual(10);
+    const health = await user.get('/healthz');
+    expect(health.status).toBe(200);
+    expect(health.body).toMatchObject({ status: 'degraded', postgres: { ok: true }, redis: { mode: 'redis', ready: false } });
+    // Sessions fail closed: no Redis, no way to check the token.
+    expect((await user.get('/profile')).status).toBe(503);
+    const login = await new Client(service.url).login('user2@example.com');
+    expect(login.status).toBe(503);
+    expect(login.body).toMatchObject({ error: 'sessions_unavailable' });
+
+    await redis.restart();
+    // Mixed traffic, as in real life: product reads (plain GETs) let the breaker's probe through.
+    // (Script-only traffic recovers more slowly: see docs/demo.md, "Known limits".)
+    await eventually(
+      async () => {
+        await user.get('/products/205');
+        return (await new Client(service.url).login('user2@example.com')).status === 200;
+      },
+      25_000,
+      'login after restart',
+    );
+    await eventually(async () => ((await user.get('/healthz')).body as { status: string }).status === 'ok', 15_000, 'healthy');
+    const afterRestart = service.services.db.queries;
+    await user.get('/products/204');
+    await user.get('/products/204');
+    expect(service.services.db.queries - afterRestart).toBe(1);
+  }, 45_000);
+});
+
+describe('embedded mode: PGlite and the in-memory store', () => {
+  let service: DemoService;
+
+  beforeAll(async () => {
+    const nobody = `redis://127.0.0.1:${await sparePort()}`;
+    service = await startTestService(
+      testEnv('unused', { DATABASE_URL: undefined, DATABASE_SCHEMA: undefined, REDIS_URL: undefined }),
+      { redisDefaultUrl: nobody },
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await service?.close();
+  });
+
+  it('runs the whole API with nothing installed', async () => {
+    const user = new Client(service.url);
+    const health = await user.get('/healthz');
+    expect(health.body).toMatchObject({
+      status: 'ok',
+      embedded: { postgres: true, redis: true },
+      postgres: { mode: 'pglite', ok: true },
+      redis: { mode: 'memory' },
+    });
+    expect((await user.login('user4@example.com')).status).toBe(200);
+    expect((await user.get('/profile')).body).toMatchObject({ id: 4, email: 'user4@example.com' });
+
+    const queries = service.services.db.queries;
+    expect((await user.get('/products/5')).headers.get('x-cache')).toBe('miss');
+    expect((await user.get('/products/5')).headers.get('x-cache')).toBe('hit');
+    expect((await user.get(`/products/${SEED_PRODUCTS + 1}`)).status).toBe(404);
+    expect((await user.get(`/products/${SEED_PRODUCTS + 1}`)).status).toBe(404);
+    const bulk = await user.get(`/products?ids=5,6,${SEED_PRODUCTS + 1}`);
+    expect(bulk.body).toMatchObject({ products: [{ id: 5 }, { id: 6 }], missing: [SEED_PRODUCTS + 1] });
+    expect(service.services.db.queries - queries).toBe(3);
+
+    const put = await user.request('PUT', '/products/5', { json: { stock: 7 } });
+    expect(put.body).toMatchObject({ id: 5, stock: 7 });
+    expect((await user.get('/products/5')).body).toMatchObject({ id: 5, stock: 7 });
+    expect((await user.get('/products/abc')).status).toBe(400);
+  });
+});
