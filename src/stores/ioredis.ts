@@ -9,7 +9,7 @@ import { Cluster, Redis, type ChainableCommander } from 'ioredis';
 import { InvalidOptionError } from '../errors.js';
 import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
-import { groupBySlot } from './slot.js';
+import { groupBySlot, slotOf } from './slot.js';
 import type { Store } from './store.js';
 
 export type IoredisStoreOptions = RedisConnectionOptions &
@@ -72,22 +72,33 @@ class IoredisDriver implements RedisDriver {
 
   async mget(keys: readonly string[], binary: boolean): Promise<unknown[]> {
     const client = this.#client;
-    const mget = (group: string[]) => (binary ? client.mgetBuffer(group) : client.mget(group));
-    if (!this.cluster) return mget([...keys]);
+    if (!this.cluster) return binary ? client.mgetBuffer([...keys]) : client.mget([...keys]);
+    // One command per slot (GET for a lone key), one pipeline per node.
+    const groups = [...groupBySlot(keys)].map(([slot, positions]) => ({ slot, keys: positions.map((i) => keys[i]!), positions }));
+    const commands = groups.map((g): RedisCommand => (g.keys.length === 1 ? ['GET', g.keys[0]!] : ['MGET', ...g.keys]));
+    // Key by key when the slot is on the move: an MGET sent after its keys (ASK) can meet the
+    // slot half-imported on the target (TRYAGAIN), which ioredis would retry for seconds.
+    const oneByOne = (group: { keys: string[] }) => Promise.all(group.keys.map((key) => this.get(key, binary)));
+    const answers = await this.#perNode(
+      commands,
+      groups.map((g) => g.slot),
+      binary,
+      async (i) => {
+        const group = groups[i]!;
+        return group.keys.length === 1 ? this.get(group.keys[0]!, binary) : oneByOne(group);
+      },
+    );
     const replies = new Array<unknown>(keys.length);
     await Promise.all(
-      [...groupBySlot(keys).values()].map(async (positions) => {
-        const group = positions.map((i) => keys[i]!);
-        let values: unknown[];
-        try {
-          values = await mget(group);
-        } catch (error) {
-          // ioredis retried and the slot is still split: read its keys one by one, each
-          // following its own ASK.
-          if (!isSplitSlot(error)) throw error;
-          values = await Promise.all(group.map((key) => this.get(key, binary)));
+      groups.map(async (group, i) => {
+        let values = answers[i];
+        if (values instanceof Error) {
+          // The slot is half-migrated: read its keys one by one, each following its own ASK.
+          if (!isSplitSlot(values)) throw values;
+          values = await oneByOne(group);
         }
-        positions.forEach((position, i) => (replies[position] = values[i]));
+        if (group.keys.length === 1) replies[group.positions[0]!] = values;
+        else group.positions.forEach((position, j) => (replies[position] = (values as unknown[])[j]));
       }),
     );
     return replies;
@@ -98,51 +109,93 @@ class IoredisDriver implements RedisDriver {
     return binary ? this.#client.callBuffer(name, ...args) : this.#client.call(name, ...args);
   }
 
-  async batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]> {
-    const run = async (positions: readonly number[]): Promise<unknown[]> => {
-      const pipeline: ChainableCommander = this.#client.pipeline();
-      for (const i of positions) {
-        const [name, ...args] = toArgs(commands[i]!);
-        if (binary) pipeline.callBuffer(name, ...args);
-        else pipeline.call(name, ...args);
-      }
-      const results = (await pipeline.exec()) ?? [];
-      return results.map(([error, reply]) => error ?? reply);
-    };
-    if (!this.cluster) return run(commands.map((_, i) => i));
-    // A cluster pipeline must stay on one node: one pipeline per slot, sent together.
+  /** Commands in one pipeline; replies in order, a failed command's reply being its error. */
+  async #pipeline(commands: readonly RedisCommand[], binary: boolean, guard: boolean): Promise<unknown[]> {
+    const pipeline: ChainableCommander = this.#client.pipeline();
+    // ECHO is not read-only: with it in the pipeline, ioredis hands redirections back instead of
+    // re-running the whole pipeline on the node of the first one (which, for reads, answers nil
+    // for the keys of a half-migrated slot that had not moved yet).
+    if (guard) pipeline.echo('larder');
+    for (const command of commands) {
+      const [name, ...args] = toArgs(command);
+      if (binary) pipeline.callBuffer(name, ...args);
+      else pipeline.call(name, ...args);
+    }
+    const results = (await pipeline.exec()) ?? [];
+    const replies = results.map(([error, reply]) => error ?? reply);
+    return guard ? replies.slice(1) : replies;
+  }
+
+  /**
+   * Cluster commands, each routed by its slot: one pipeline per node (a cluster pipeline must
+   * stay on one node), all sent together. A command redirected by `MOVED`/`ASK` (a resharding or
+   * a failover under way) was not run: `redirected(i)` runs it again (by default the same command
+   * on its own, which ioredis routes by the redirection).
+   */
+  async #perNode(
+    commands: readonly RedisCommand[],
+    slots: readonly number[],
+    binary: boolean,
+    redirected: (i: number) => Promise<unknown> = (i) => this.send(commands[i]!, undefined, binary),
+  ): Promise<unknown[]> {
+    const cluster = this.#client as Cluster;
+    const byNode = new Map<string, number[]>();
+    slots.forEach((slot, i) => {
+      // ioredis accepts a pipeline whose slots share one node list (master and replicas).
+      const node = cluster.slots[slot]?.join(';') ?? '';
+      const positions = byNode.get(node);
+      if (positions === undefined) byNode.set(node, [i]);
+      else positions.push(i);
+    });
+    const one = (i: number) => this.send(commands[i]!, undefined, binary).catch((error: unknown) => error);
     const replies = new Array<unknown>(commands.length);
     await Promise.all(
-      [...groupBySlot(keys).values()].map(async (positions) => {
-        const values = await run(positions);
-        positions.forEach((position, i) => (replies[position] = values[i]));
+      [...byNode.values()].map(async (positions) => {
+        let values: unknown[];
+        try {
+          values = await this.#pipeline(
+            positions.map((i) => commands[i]!),
+            binary,
+            true,
+          );
+        } catch {
+          // Refused as a whole (the slot map changed under it): one command at a time.
+          values = await Promise.all(positions.map(one));
+        }
+        positions.forEach((position, j) => (replies[position] = values[j]));
       }),
     );
-    // ioredis follows a pipeline's redirection only when every command got the same one; during
-    // a resharding some commands of a slot run where they are and others are sent elsewhere
-    // (ASK), and those were not run: send each on its own, which follows it.
     await Promise.all(
       replies.map(async (reply, i) => {
-        if (!isRedirect(reply)) return;
-        replies[i] = await this.send(commands[i]!, keys[i], binary).catch((error: unknown) => error);
+        if (isRedirect(reply)) replies[i] = await redirected(i).catch((error: unknown) => error);
       }),
     );
     return replies;
   }
 
+  async batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]> {
+    if (!this.cluster) return this.#pipeline(commands, binary, false);
+    return this.#perNode(commands, keys.map(slotOf), binary);
+  }
+
   async unlink(keys: readonly string[]): Promise<number> {
     const client = this.#client;
     if (!this.cluster) return client.unlink(...keys);
+    const groups = [...groupBySlot(keys)].map(([slot, positions]) => ({ slot, keys: positions.map((i) => keys[i]!) }));
+    const oneByOne = async (group: { keys: string[] }) =>
+      (await Promise.all(group.keys.map((key) => client.unlink(key)))).reduce((sum, count) => sum + count, 0);
+    const answers = await this.#perNode(
+      groups.map((g): RedisCommand => ['UNLINK', ...g.keys]),
+      groups.map((g) => g.slot),
+      false,
+      (i) => oneByOne(groups[i]!),
+    );
     const counts = await Promise.all(
-      [...groupBySlot(keys).values()].map(async (positions) => {
-        const group = positions.map((i) => keys[i]!);
-        try {
-          return await client.unlink(...group);
-        } catch (error) {
-          if (!isSplitSlot(error)) throw error;
-          const each = await Promise.all(group.map((key) => client.unlink(key)));
-          return each.reduce((sum, count) => sum + count, 0);
-        }
+      groups.map(async (group, i) => {
+        const answer = answers[i];
+        if (!(answer instanceof Error)) return Number(answer);
+        if (!isSplitSlot(answer)) throw answer;
+        return oneByOne(group);
       }),
     );
     return counts.reduce((sum, count) => sum + count, 0);

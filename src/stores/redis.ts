@@ -169,8 +169,12 @@ class NodeRedisDriver implements RedisDriver {
     return replies;
   }
 
-  /** `MGET` of keys sharing a slot; key by key while the slot is migrating (each follows its own `ASK`). */
+  /**
+   * `MGET` of keys sharing a slot (`GET` for a lone key: node-redis routes it on its fast path);
+   * key by key while the slot is migrating (each follows its own `ASK`).
+   */
   async #mgetSlot(group: readonly string[], binary: boolean): Promise<unknown[]> {
+    if (group.length === 1) return [await this.#send(['GET', group[0]!], group[0], binary)];
     try {
       return (await this.#send(['MGET', ...group], group[0], binary)) as unknown[];
     } catch (error) {

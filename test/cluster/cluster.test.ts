@@ -72,8 +72,8 @@ describe.each(DRIVERS)('a cache on the cluster over %s', (driver) => {
     let values: unknown[] = [];
     const get = await countCommands(async () => (values = await cache.getMany(keys)));
     expect(values).toEqual(keys.map((_, i) => ({ i })));
-    expect(get.mget).toBe(slots);
-    expect(get.get ?? 0).toBe(0);
+    // One read per slot: GET for a slot holding one of the keys, MGET for several.
+    expect((get.get ?? 0) + (get.mget ?? 0)).toBe(slots);
     const del = await countCommands(() => cache.deleteMany(keys));
     expect(del.unlink).toBe(slots);
     expect(await cache.getMany(keys)).toEqual(keys.map(() => undefined));
