@@ -9,6 +9,7 @@ import { benchCore } from './core.js';
 import { benchRedis } from './harness.js';
 import { benchL1 } from './l1.js';
 import { benchStampede } from './stampede.js';
+import { benchStats } from './stats.js';
 import { benchTracking } from './tracking.js';
 
 const args = process.argv.slice(2);
@@ -23,6 +24,7 @@ const suites: Record<string, (url: string) => Promise<string>> = {
   stampede: (url) => benchStampede(url),
   l1: (url) => benchL1(url, { quick }),
   tracking: (url) => benchTracking(url),
+  stats: (url) => benchStats(url, { quick }),
   // Starts its own Redis Cluster (scripts/redis-cluster.sh) and a private single Redis.
   cluster: () => benchCluster({ quick }),
 };

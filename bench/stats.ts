@@ -1,0 +1,207 @@
+/**
+ * What observability costs on the L2 hit path (`getOrSet` answered by Redis, 900 B JSON,
+ * concurrency 64, node-redis): stats off (`metrics: false` on the cache and the store) against
+ * stats on (the default), then with a Prometheus registry attached (scraped every second), and
+ * with the OpenTelemetry instrumentation subscribed, without an SDK (the API's no-op tracer) and
+ * with one (spans recorded and batched to an exporter that drops them).
+ *
+ * The OpenTelemetry instrumentation subscribes to process-wide diagnostics channels, so each
+ * contender sets itself up before its turn and tears down after it; turns are interleaved over
+ * several rounds and medians kept, as in `bench/core.ts`.
+ */
+import { BasicTracerProvider, BatchSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { Registry } from 'prom-client';
+import { createClient } from 'redis';
+import { createCache, type Cache } from '../src/index.js';
+import { instrumentLarder } from '../src/observability/otel.js';
+import { registerLarderMetrics } from '../src/observability/prometheus.js';
+import { redisStore } from '../src/stores/redis.js';
+import { fmt, sampleValue, table, type RunOptions } from './harness.js';
+
+interface Contender {
+  readonly name: string;
+  readonly cache: Cache;
+  /** Called before each turn; returns the teardown. */
+  readonly setup?: () => () => void;
+}
+
+/** Drops every span: the cost measured is recording and batching, not a network. */
+class DropExporter implements SpanExporter {
+  exported = 0;
+  export(spans: ReadableSpan[], done: (result: { code: number }) => void): void {
+    this.exported += spans.length;
+    done({ code: 0 });
+  }
+  async shutdown(): Promise<void> {}
+}
+
+class PullReader extends MetricReader {
+  protected override async onShutdown(): Promise<void> {}
+  protected override async onForceFlush(): Promise<void> {}
+}
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+interface Measure {
+  /** Operations per second (wall clock). */
+  readonly opsPerSec: number;
+  /** CPU time of this process per operation, in µs (user + system). */
+  readonly cpuPerOp: number;
+}
+
+/** Throughput and CPU cost per operation of `op` run by `concurrency` loops for `durationMs`. */
+async function measure(
+  op: (worker: number, i: number) => Promise<unknown>,
+  { concurrency, durationMs }: RunOptions,
+): Promise<Measure> {
+  let count = 0;
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  const deadline = started + durationMs;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        await op(worker, i);
+        count++;
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  return { opsPerSec: (count / elapsed) * 1_000, cpuPerOp: (used.user + used.system) / count };
+}
+
+/** Medians of each contender over interleaved rounds, each turn wrapped in its setup. */
+async function compareWithSetup(
+  contenders: readonly Contender[],
+  op: (cache: Cache, worker: number, i: number) => Promise<unknown>,
+  options: RunOptions & { rounds: number },
+): Promise<Map<string, Measure>> {
+  const results = new Map<string, Measure[]>(contenders.map((c) => [c.name, []]));
+  const turn = async (c: Contender, durationMs: number) => {
+    const teardown = c.setup?.() ?? (() => undefined);
+    try {
+      return await measure((w, i) => op(c.cache, w, i), { ...options, durationMs });
+    } finally {
+      teardown();
+    }
+  };
+  for (const c of contenders) await turn(c, Math.min(500, options.durationMs));
+  for (let round = 0; round < options.rounds; round++) {
+    // Rotate the order each round so no contender always runs first or last.
+    const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
+    for (const c of order) results.get(c.name)!.push(await turn(c, options.durationMs));
+  }
+  return new Map(
+    [...results].map(([name, values]) => [
+      name,
+      { opsPerSec: median(values.map((v) => v.opsPerSec)), cpuPerOp: median(values.map((v) => v.cpuPerOp)) },
+    ]),
+  );
+}
+
+export async function benchStats(url: string, { quick }: { quick: boolean }): Promise<string> {
+  const rounds = quick ? 2 : 15;
+  const durationMs = quick ? 500 : 1_000;
+  const concurrency = 64;
+  const KEYS = 1_000;
+  const value = sampleValue(900);
+  const client = createClient({ url, commandOptions: { timeout: 0 } });
+  await client.connect();
+  const make = (metrics: boolean): Cache =>
+    createCache({
+      namespace: `bench-stats-${Math.random().toString(36).slice(2)}`,
+      store: redisStore({ client, metrics }),
+      earlyRefresh: false,
+      metrics,
+    });
+
+  const tracerProvider = new BasicTracerProvider({
+    spanProcessors: [new BatchSpanProcessor(new DropExporter(), { maxQueueSize: 8_192, scheduledDelayMillis: 200 })],
+  });
+  const reader = new PullReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const registry = new Registry();
+
+  const off = make(false);
+  const on = make(true);
+  const prom = make(true);
+  registerLarderMetrics(prom, { registry, name: 'bench' });
+  const otelNoop = make(true);
+  const otelSdk = make(true);
+  const contenders: Contender[] = [
+    { name: 'stats off (`metrics: false`)', cache: off },
+    { name: 'stats on (default)', cache: on },
+    {
+      name: 'stats on + Prometheus registry (scraped every 1 s)',
+      cache: prom,
+      setup: () => {
+        const timer = setInterval(() => void registry.metrics(), 1_000);
+        return () => clearInterval(timer);
+      },
+    },
+    {
+      name: 'stats on + OpenTelemetry, no SDK',
+      cache: otelNoop,
+      setup: () => {
+        const otel = instrumentLarder({ caches: [otelNoop] });
+        return () => otel.disable();
+      },
+    },
+    {
+      name: 'stats on + OpenTelemetry with an SDK (spans + metrics)',
+      cache: otelSdk,
+      setup: () => {
+        const otel = instrumentLarder({ tracerProvider, meterProvider, caches: [otelSdk] });
+        const timer = setInterval(() => void reader.collect(), 1_000);
+        return () => {
+          clearInterval(timer);
+          otel.disable();
+        };
+      },
+    },
+  ];
+  for (const { cache } of contenders) {
+    await Promise.all(Array.from({ length: KEYS }, (_, i) => cache.set(`k${i}`, value, { ttl: 600_000 })));
+  }
+  const loader = () => value;
+  // Worker w reads its own keys: no two in-flight reads share a key (no coalescing helps).
+  const key = (w: number, i: number) => `k${(w + concurrency * i) % KEYS}`;
+  const results = await compareWithSetup(contenders, (cache, w, i) => cache.getOrSet(key(w, i), loader), {
+    concurrency,
+    durationMs,
+    rounds,
+  });
+
+  const base = results.get(contenders[0]!.name)!;
+  const percent = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)} %`;
+  const rows = contenders.map((c) => {
+    const m = results.get(c.name)!;
+    return [
+      c.name,
+      fmt(m.opsPerSec),
+      `${(m.opsPerSec / base.opsPerSec).toFixed(3)}x`,
+      m.cpuPerOp.toFixed(1),
+      percent((m.cpuPerOp / base.cpuPerOp - 1) * 100),
+    ];
+  });
+  const out = [
+    `### Observability on the L2 hit path: \`getOrSet\` hits on Redis, concurrency ${concurrency}, 900 B JSON, node-redis\n`,
+    table(['configuration', 'ops/s', 'throughput vs stats off', 'CPU µs/op (Node)', 'CPU cost vs stats off'], rows),
+    `\nMedians of ${rounds} interleaved rounds of ${durationMs} ms. CPU per operation is this process's user + system time ` +
+      'divided by the operations done: less sensitive than throughput to other processes on a shared machine. ' +
+      'Target: stats on costs under 5 % more than stats off.',
+  ];
+
+  for (const { cache } of contenders) await cache.clear();
+  await Promise.all(contenders.map((c) => c.cache.close()));
+  await tracerProvider.shutdown();
+  await meterProvider.shutdown();
+  await client.close();
+  return out.join('\n');
+}
