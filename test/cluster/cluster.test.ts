@@ -1,18 +1,21 @@
 /**
  * Larder on a real local Redis Cluster (3 masters, 3 replicas, started by
  * `scripts/redis-cluster.sh`): the behaviours that touch several keys, for both drivers. Round
- * trips are counted with `INFO commandstats` on the masters, not timed.
+ * trips are counted with `INFO commandstats` on the masters, not timed. Also: the pub/sub modes
+ * on a single Redis, where `auto` means classic.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache, type CacheOptions } from '../../src/index.js';
 import { createSessions } from '../../src/sessions/index.js';
-import { slotOf } from '../../src/stores/slot.js';
+import { ioredisStore } from '../../src/stores/ioredis.js';
+import { redisStore } from '../../src/stores/redis.js';
 import type { RedisStore } from '../../src/stores/redis-store.js';
+import { slotOf } from '../../src/stores/slot.js';
 import { CLUSTER_SCRIPT, startCluster, type LocalCluster } from '../helpers/cluster.js';
-import { eventually, uniqueNamespace } from '../helpers/redis.js';
+import { eventually, ioredis, nodeRedis, uniqueNamespace } from '../helpers/redis.js';
 import { closeClients, clusterStore, DRIVERS, type Driver } from './clients.js';
 
 let cluster: LocalCluster;
@@ -266,6 +269,38 @@ describe.each(DRIVERS)('a cache on the cluster over %s', (driver) => {
       expect(await sessions.validate(token)).toMatchObject({ valid: true });
     } finally {
       await sessions.close();
+    }
+  });
+});
+
+async function singleStore(driver: Driver): Promise<{ store: RedisStore; close: () => Promise<unknown> }> {
+  if (driver === 'redis') {
+    const client = await nodeRedis();
+    return { store: redisStore({ client }), close: () => client.close() };
+  }
+  const client = await ioredis();
+  return { store: ioredisStore({ client }), close: () => client.quit() };
+}
+
+describe.each(DRIVERS)('pub/sub modes on a single Redis over %s', (driver) => {
+  it("'auto' is classic there, and explicit 'sharded' works too (its own channel namespace)", async () => {
+    const { store, close } = await singleStore(driver);
+    try {
+      expect(store.pubSubKind('auto')).toBe('classic');
+      const channel = uniqueNamespace('single-ch');
+      const heard: string[] = [];
+      const subs = [
+        await store.subscribe(channel, { message: (m) => heard.push(`classic ${m}`) }, { mode: 'auto' }),
+        await store.subscribe(channel, { message: (m) => heard.push(`sharded ${m}`) }, { mode: 'sharded' }),
+      ];
+      await store.publish(channel, 'a');
+      await store.publish(channel, 'b', { mode: 'sharded' });
+      await eventually(() => heard.length === 2, 5_000, 'both messages');
+      expect(heard.sort()).toEqual(['classic a', 'sharded b']);
+      await Promise.all(subs.map((s) => s.unsubscribe()));
+    } finally {
+      await store.close();
+      await close();
     }
   });
 });
