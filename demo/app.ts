@@ -98,8 +98,16 @@ function toProfile(row: Row): Profile {
 const error = (c: Context, status: 400 | 401 | 403 | 404 | 413 | 500 | 503, code: string, message: string) =>
   c.json({ error: code, message }, status, { 'Cache-Control': 'no-store' });
 
+/** Keys read per cache mode, and how many of them the database had to answer. */
+export type ReadCounters = Record<CacheMode, { keys: number; loaded: number }>;
+
 export function createApp(services: Services, extensions: readonly Extension[] = []): DemoApp {
   const { config, db, products, users, naive, sessions } = services;
+  const reads: ReadCounters = { larder: { keys: 0, loaded: 0 }, naive: { keys: 0, loaded: 0 }, off: { keys: 0, loaded: 0 } };
+  const countReads = (mode: CacheMode, keys: number, loaded: number) => {
+    reads[mode].keys += keys;
+    reads[mode].loaded += loaded;
+  };
   const app: DemoApp = new Hono<DemoEnv>();
   const auth = honoSessions(sessions, { development: config.sessionDevelopment });
   const required: MiddlewareHandler<DemoEnv> = async (c, next) => {
@@ -195,6 +203,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
         : mode === 'naive'
           ? await naive.getOrSet(`user:${id}`, config.profileTtlMs, load)
           : await load();
+    countReads(mode, 1, loaded ? 1 : 0);
     c.header('x-cache', mode === 'off' ? 'bypass' : loaded ? 'miss' : 'hit');
     c.header('Cache-Control', 'no-store');
     if (profile === undefined) return error(c, 404, 'not_found', 'your user no longer exists');
@@ -216,6 +225,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
         : mode === 'naive'
           ? await naive.getOrSet(`product:${id}`, config.productTtlMs, load)
           : await load();
+    countReads(mode, 1, loaded ? 1 : 0);
     c.header('x-cache', mode === 'off' ? 'bypass' : loaded ? 'miss' : 'hit');
     if (product === undefined) return error(c, 404, 'not_found', `no product with id ${id}`);
     return c.json(product);
@@ -251,6 +261,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
       found = ids.map((id) => rows.get(id));
       misses = ids.length;
     }
+    countReads(mode, ids.length, misses);
     c.header('x-cache', mode === 'off' ? 'bypass' : misses > 0 ? 'miss' : 'hit');
     c.header('x-cache-misses', String(misses));
     return c.json({
@@ -315,7 +326,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
   app.get('/stats', (c) => {
     checkQuery(c.req.url, []);
     const { latency: _latency, ...counters } = services.cache.stats();
-    return c.json({ dbQueries: db.queries, cache: counters, naive: { hits: naive.hits, misses: naive.misses } }, 200, {
+    return c.json({ dbQueries: db.queries, reads, cache: counters, naive: { hits: naive.hits, misses: naive.misses } }, 200, {
       'Cache-Control': 'no-store',
     });
   });

@@ -33,6 +33,8 @@ export interface DemoService {
   readonly port: number;
   readonly app: DemoApp;
   readonly services: Services;
+  /** The Redis connection (shared with other services through {@link StartOptions.redis}). */
+  readonly redis: RedisConnection;
   readonly seeded: SeedResult | undefined;
   /** Stops taking connections, lets in-flight requests finish, then closes everything it opened. */
   close(): Promise<void>;
@@ -244,7 +246,7 @@ export async function startService(config: DemoConfig, options: StartOptions = {
       return closing;
     };
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, port, app, services, seeded, close };
+    return { url: `http://${host}:${port}`, port, app, services, redis, seeded, close };
   } catch (error) {
     await cleanup();
     throw error;
