@@ -309,7 +309,13 @@ export function createApp(services: Services, extensions: readonly Extension[] =
       {
         status: !postgres.ok ? 'down' : redisOk ? 'ok' : 'degraded',
         embedded: { postgres: database.kind === 'pglite', redis: redis.mode === 'memory' },
-        postgres: { mode: database.kind, target: database.target, ...postgres },
+        postgres: {
+          mode: database.kind,
+          target: database.target,
+          poolSize: config.dbPoolSize,
+          simulatedDelayMs: config.dbDelayMs,
+          ...postgres,
+        },
         redis: {
           mode: redis.mode,
           ...(redis.target === undefined ? {} : { target: redis.target }),

@@ -5,9 +5,10 @@
  *
  * Queries go through a {@link QueryRunner}, which counts them (the load test reports database
  * queries per second from that counter) and adds the simulated cost `DB_DELAY_MS`: `pg_sleep` on
- * the query's own connection on Postgres (a slow query holds a pool connection, as a loaded
- * database does), a timer on PGlite (which runs one query at a time: `pg_sleep` there would
- * serialize every request).
+ * the query's own connection on Postgres (a slow query holds one of the pool's `DB_POOL_SIZE`
+ * connections, as on a loaded database), and on PGlite, which runs one query at a time (where
+ * `pg_sleep` would serialize every request), a timer taken under a semaphore of `DB_POOL_SIZE`
+ * slots: the same capacity, `DB_POOL_SIZE / DB_DELAY_MS` queries per ms, either way.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PGlite } from '@electric-sql/pglite';
@@ -138,6 +139,28 @@ async function openPostgres(url: string, options: OpenOptions): Promise<Database
   };
 }
 
+/** At most `size` holders at once; the others wait in line. */
+class Semaphore {
+  readonly #waiting: (() => void)[] = [];
+  #free: number;
+
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next === undefined) this.#free++;
+      else next();
+    }
+  }
+}
+
 async function openPglite(options: OpenOptions): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   const db: PGlite = await PGlite.create(options.pgliteDir ?? 'memory://');
@@ -145,6 +168,8 @@ async function openPglite(options: OpenOptions): Promise<Database> {
   const run: Query = async <R extends Row>(sql: string, params?: readonly unknown[]) =>
     (await db.query<R>(sql, params as unknown[] | undefined)).rows;
   let closed = false;
+  // The simulated pool: shared by every runner, like a real pool.
+  const slots = new Semaphore(options.poolSize);
   return {
     kind: 'pglite',
     target: options.pgliteDir === undefined ? 'PGlite (in memory)' : `PGlite (${options.pgliteDir})`,
@@ -152,10 +177,11 @@ async function openPglite(options: OpenOptions): Promise<Database> {
       new Runner(
         run,
         delayMs > 0
-          ? async (sql, params) => {
-              await sleep(delayMs);
-              return run(sql, params);
-            }
+          ? (sql, params) =>
+              slots.run(async () => {
+                await sleep(delayMs);
+                return run(sql, params);
+              })
           : undefined,
       ),
     transaction: (work) =>

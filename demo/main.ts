@@ -6,8 +6,12 @@
  * SIGTERM / SIGINT: stop accepting connections, finish the requests in flight, close Redis and
  * Postgres, exit 0.
  */
+import type { Extension } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startService } from './service.js';
+
+/** More routes: `(app, services) => { app.get('/metrics', ...) }` (see demo/app.ts). */
+const extensions: Extension[] = [];
 
 let config;
 try {
@@ -21,7 +25,7 @@ try {
 const started = performance.now();
 let service;
 try {
-  service = await startService(config);
+  service = await startService(config, { extensions });
 } catch (error) {
   console.error(`[demo] could not start: ${error instanceof Error ? error.message : String(error)}`);
   process.exit(1);
