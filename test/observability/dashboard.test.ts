@@ -2,7 +2,10 @@
  * `larder/dashboard` over HTTP, without a browser: the JSON snapshot against `cache.stats()`, the
  * page and its headers, mounting under a path (node:http and fetch), and option checks.
  */
+import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import express from 'express';
+import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCache, type Cache } from '../../src/index.js';
 import { larderDashboard, type DashboardHandler, type DashboardSnapshot } from '../../src/observability/dashboard.js';
@@ -113,6 +116,29 @@ describe('larder/dashboard', () => {
     expect(((await json.json()) as DashboardSnapshot).caches).toHaveLength(2);
     expect(dashboard.fetch(new Request('http://host/dashboard', { method: 'DELETE' })).status).toBe(405);
     expect(dashboard.snapshot().caches[0]!.name).toBe('app');
+  });
+
+  it('mounts in one line on Hono (app.mount) and Express (app.use)', async () => {
+    const hono = new Hono();
+    hono.mount('/dashboard', dashboard.fetch);
+    const page = await hono.request('/dashboard');
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('id="chart-reads"');
+    const json = await hono.request('/dashboard/stats.json');
+    expect(((await json.json()) as DashboardSnapshot).caches[0]!.name).toBe('app');
+
+    const app = express();
+    app.use('/ops/cache', dashboard);
+    const server = app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/ops/cache`;
+      expect((await fetch(base)).headers.get('content-type')).toBe('text/html; charset=utf-8');
+      const snapshot = (await (await fetch(`${base}/stats.json`)).json()) as DashboardSnapshot;
+      expect(snapshot.caches).toHaveLength(2);
+    } finally {
+      server.close();
+    }
   });
 
   it('escapes the title and checks its options', () => {
