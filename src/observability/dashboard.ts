@@ -93,10 +93,10 @@ export interface DashboardSnapshot {
 export interface DashboardHandler {
   /** Answers a node:http request (`next` is accepted, and never called: every path is answered). */
   (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void;
-  /** Answers a WHATWG `Request` (Hono's `app.mount`, Bun, Deno, workers). */
-  fetch(request: Request): Response;
-  /** The JSON snapshot, for serving it yourself. */
-  snapshot(): DashboardSnapshot;
+  /** Answers a WHATWG `Request` (Hono's `app.mount`, Bun, Deno, workers). Needs no `this`. */
+  readonly fetch: (request: Request) => Response;
+  /** The JSON snapshot, for serving it yourself. Needs no `this`. */
+  readonly snapshot: () => DashboardSnapshot;
 }
 
 function histogram(snapshot: HistogramSnapshot): DashboardHistogram {
@@ -211,7 +211,7 @@ export function larderDashboard(options: DashboardOptions): DashboardHandler {
     };
   };
 
-  const handler = ((req: IncomingMessage, res: ServerResponse): void => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     let pathname = '/';
     try {
       pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
@@ -223,13 +223,12 @@ export function larderDashboard(options: DashboardOptions): DashboardHandler {
     for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
     res.setHeader('content-length', Buffer.byteLength(body));
     res.end(req.method === 'HEAD' ? undefined : body);
-  }) as DashboardHandler;
-  handler.fetch = (request: Request): Response => {
+  };
+  const fetchHandler = (request: Request): Response => {
     const { status, headers, body } = answer(request.method, new URL(request.url).pathname);
     return new Response(request.method === 'HEAD' ? null : body, { status, headers });
   };
-  handler.snapshot = snapshot;
-  return handler;
+  return Object.assign(handler, { fetch: fetchHandler, snapshot });
 }
 
 function page({

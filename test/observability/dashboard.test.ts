@@ -129,15 +129,15 @@ describe('larder/dashboard', () => {
 
     const app = express();
     app.use('/ops/cache', dashboard);
-    const server = app.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    const listening = app.listen(0, '127.0.0.1');
+    await once(listening, 'listening');
     try {
-      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/ops/cache`;
+      const base = `http://127.0.0.1:${(listening.address() as { port: number }).port}/ops/cache`;
       expect((await fetch(base)).headers.get('content-type')).toBe('text/html; charset=utf-8');
       const snapshot = (await (await fetch(`${base}/stats.json`)).json()) as DashboardSnapshot;
       expect(snapshot.caches).toHaveLength(2);
     } finally {
-      server.close();
+      listening.close();
     }
   });
 

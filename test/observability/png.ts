@@ -74,13 +74,13 @@ export function decodePng(png: Buffer): Image {
   return { width, height, pixels: out };
 }
 
-/** How many pixels are within `tolerance` (per channel) of the colour `#rrggbb`. */
-export function countColor(image: Image, hex: string, tolerance = 24): number {
+/** How many pixels, from row `fromRow` down, are within `tolerance` (per channel) of the colour `#rrggbb`. */
+export function countColor(image: Image, hex: string, { tolerance = 24, fromRow = 0 } = {}): number {
   const r = parseInt(hex.slice(1, 3), 16);
   const g = parseInt(hex.slice(3, 5), 16);
   const b = parseInt(hex.slice(5, 7), 16);
   let count = 0;
-  for (let i = 0; i < image.pixels.length; i += 4) {
+  for (let i = fromRow * image.width * 4; i < image.pixels.length; i += 4) {
     if (
       Math.abs(image.pixels[i]! - r) <= tolerance &&
       Math.abs(image.pixels[i + 1]! - g) <= tolerance &&
