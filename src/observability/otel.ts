@@ -20,7 +20,9 @@ import { createHash } from 'node:crypto';
 import { tracingChannel, type TracingChannelSubscribers } from 'node:diagnostics_channel';
 import {
   context,
+  createNoopMeter,
   metrics,
+  ProxyTracerProvider,
   SpanKind,
   SpanStatusCode,
   trace,
@@ -118,15 +120,19 @@ const BOUNDS_S = LATENCY_BOUNDS_MS.map(msToSeconds);
  */
 export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentation {
   const keyOf = keyMapper(options.keys ?? 'omit');
-  const tracer: Tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(SCOPE);
+  const provider = options.tracerProvider ?? trace.getTracerProvider();
+  const tracer: Tracer = provider.getTracer(SCOPE);
+  const idle = tracingIdle(provider);
   const meter: Meter | undefined =
     options.metrics === false ? undefined : (options.meterProvider ?? metrics.getMeterProvider()).getMeter(SCOPE);
+  // Without a metrics SDK, record no durations at all (the API's meter would drop them).
+  const timing: Meter | undefined = meter === undefined || isNoopMeter(meter) ? undefined : meter;
   const cacheNames = new Map<string, string>();
   const cacheName = (prefix: string): string => cacheNames.get(prefix) ?? nameOfPrefix(prefix);
   const undo: (() => void)[] = [];
 
   // --- loads ---------------------------------------------------------------------------------
-  const loadDuration = meter?.createHistogram('larder.load.duration', {
+  const loadDuration = timing?.createHistogram('larder.load.duration', {
     description: 'Loader calls (foreground and background, batches included).',
     unit: 's',
     advice: { explicitBucketBoundaries: BOUNDS_S },
@@ -135,8 +141,8 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
     const traceLoads = options.loads !== false;
     const channel = tracingChannel<unknown, LoadTraceContext>('larder:cache:load');
     const start = (ctx: Traced<LoadTraceContext>): Span | undefined => {
-      if (ctx[STARTED] === undefined) ctx[STARTED] = performance.now();
-      if (!traceLoads || ctx[SPAN] !== undefined) return ctx[SPAN];
+      if (loadDuration !== undefined && ctx[STARTED] === undefined) ctx[STARTED] = performance.now();
+      if (!traceLoads || ctx[SPAN] !== undefined || idle()) return ctx[SPAN];
       const attributes: Attributes = { 'larder.cache': cacheName(ctx.cache), 'larder.background': ctx.background };
       const key = keyOf?.(ctx.key);
       if (key !== undefined) attributes['larder.key'] = key;
@@ -168,7 +174,7 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
   }
 
   // --- Redis commands ------------------------------------------------------------------------
-  const commandDuration = meter?.createHistogram('db.client.operation.duration', {
+  const commandDuration = timing?.createHistogram('db.client.operation.duration', {
     description: 'Redis commands sent by Larder, round trip included.',
     unit: 's',
     advice: { explicitBucketBoundaries: BOUNDS_S },
@@ -177,8 +183,8 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
     const traceCommands = options.commands !== false;
     const channel = tracingChannel<unknown, CommandTraceContext>('larder:store:command');
     const start = (ctx: Traced<CommandTraceContext>): Span | undefined => {
-      ctx[STARTED] = performance.now();
-      if (!traceCommands) return undefined;
+      if (commandDuration !== undefined) ctx[STARTED] = performance.now();
+      if (!traceCommands || idle()) return undefined;
       const attributes: Attributes = {
         'db.system': 'redis',
         'db.system.name': 'redis',
@@ -247,6 +253,23 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
       observers.clear();
     },
   };
+}
+
+/** The class of the API's no-op meter (what `getMeter` gives without a metrics SDK). */
+const NOOP_METER: unknown = createNoopMeter().constructor;
+
+function isNoopMeter(meter: Meter): boolean {
+  return (meter as object).constructor === NOOP_METER;
+}
+/** What a proxy tracer provider delegates to while no SDK is registered. */
+const NOOP_TRACER_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether spans would be dropped anyway: the global (proxy) provider has no SDK behind it, yet.
+ * Checked per call, so an SDK registered later is picked up; meanwhile no span is started.
+ */
+function tracingIdle(provider: TracerProvider): () => boolean {
+  return provider instanceof ProxyTracerProvider ? () => provider.getDelegate() === NOOP_TRACER_PROVIDER : () => false;
 }
 
 /** Tracing channel handlers: `start` opens the span, the end of the call (or a sync throw) closes it. */

@@ -312,12 +312,19 @@ describe('larder/otel metrics', () => {
 });
 
 describe('larder/otel without a tracer from the SDK', () => {
-  it('traces nothing (a non-recording tracer) and leaves the cache working', async () => {
-    const handle = instrumentLarder({ tracerProvider: trace.getTracerProvider() });
+  it('starts no span until an SDK registers a global tracer provider, then traces', async () => {
+    const handle = instrumentLarder();
     onTestFinished(() => handle.disable());
     const cache = redisCache();
     expect(await cache.getOrSet('k', () => 1)).toBe(1);
     expect(await cache.getOrSet('k', () => 1)).toBe(1);
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
     expect(spans()).toEqual([]);
+    // The SDK starts later (NodeSDK.start() registers its provider globally).
+    trace.setGlobalTracerProvider(tracerProvider);
+    onTestFinished(() => trace.disable());
+    await cache.getOrSet('other', () => 2);
+    expect(spans('larder.load')).toHaveLength(1);
+    expect(spans('redis.GET').length).toBeGreaterThan(0);
   });
 });
