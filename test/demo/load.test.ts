@@ -71,14 +71,16 @@ it('prints the throughput and stampede tables and ends on its own', async () => 
   const protectedL1 = row(output, 'Larder defaults, with L1');
   for (const cells of [stampedeNaive, unprotected, protectedNoL1, protectedL1]) expect(cells[6]).toBe('0');
   // How many queries the naive fleet makes per expiry depends on how many requests arrive while
-  // one is loading, i.e. on CPU time this shared machine may not give: only Larder's bound is
-  // asserted here (with leases, a handful of loads per expiry for the whole fleet, never one per
-  // request). The figures themselves are in docs/demo.md.
+  // one is loading, i.e. on CPU time this shared machine may not give, so only floors are
+  // asserted for the unprotected variants. Larder's guarantee is asserted: with leases, one load
+  // at a time for the whole fleet (each takes at least the 50 ms of simulated cost), never one
+  // per request. The figures themselves are in docs/demo.md.
   const expiries = 4;
   const instances = 4;
+  const atMostOneAtATime = 2_000 / 50 + instances;
   const queries = (cells: string[]) => number(cells[4]);
   expect(queries(stampedeNaive)).toBeGreaterThanOrEqual(expiries);
   expect(queries(unprotected)).toBeGreaterThanOrEqual(expiries);
-  expect(queries(protectedNoL1)).toBeLessThanOrEqual(3 * expiries + instances);
-  expect(queries(protectedL1)).toBeLessThanOrEqual(3 * expiries + instances);
+  expect(queries(protectedNoL1)).toBeLessThanOrEqual(atMostOneAtATime);
+  expect(queries(protectedL1)).toBeLessThanOrEqual(atMostOneAtATime);
 }, 90_000);

@@ -4,10 +4,22 @@
  * the in-memory store, with nothing answering where Redis would be).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../demo/db.js';
+import { seed } from '../../demo/seed.js';
 import type { DemoService } from '../../demo/service.js';
 import { commandStats, eventually, nodeRedis, statsDelta } from '../helpers/redis.js';
 import { sparePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { Client, SEED_PRODUCTS, dropSchema, startTestService, testEnv, uniqueSchema } from './helpers.js';
+import {
+  Client,
+  DATABASE_URL,
+  PASSWORD,
+  SEED_PRODUCTS,
+  SEED_USERS,
+  dropSchema,
+  startTestService,
+  testEnv,
+  uniqueSchema,
+} from './helpers.js';
 
 describe('with a private Redis', () => {
   const schema = uniqueSchema('outage');
@@ -99,6 +111,40 @@ describe('with a private Redis', () => {
     await user.get('/products/204');
     expect(service.services.db.queries - afterRestart).toBe(1);
   }, 45_000);
+});
+
+describe('with Postgres gone', () => {
+  const schema = uniqueSchema('pgdown');
+
+  afterAll(async () => {
+    await dropSchema(schema);
+  });
+
+  it('serves what is cached, answers 503 (JSON) for the rest, and /healthz says so', async () => {
+    const database = await openDatabase({ url: DATABASE_URL, schema, poolSize: 2, pgliteDir: undefined });
+    await seed(database, { schema, users: SEED_USERS, products: SEED_PRODUCTS, password: PASSWORD });
+    const service = await startTestService(testEnv(schema), {}, { database });
+    try {
+      const client = new Client(service.url);
+      const cached = await client.get('/products/11');
+      expect(cached.status).toBe(200);
+
+      await database.close(); // every later query fails, for real
+      const again = await client.get('/products/11');
+      expect(again.status).toBe(200);
+      expect(again.body).toEqual(cached.body);
+      const uncached = await client.get('/products/12');
+      expect(uncached.status).toBe(503);
+      expect(uncached.body).toMatchObject({ error: 'database_unavailable' });
+      const bulk = await client.get('/products?ids=11,13');
+      expect(bulk.status).toBe(503);
+      const health = await client.get('/healthz');
+      expect(health.status).toBe(503);
+      expect(health.body).toMatchObject({ status: 'down', postgres: { ok: false } });
+    } finally {
+      await service.close();
+    }
+  });
 });
 
 describe('embedded mode: PGlite and the in-memory store', () => {
