@@ -8,8 +8,9 @@ import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createCache, type Cache } from '../../src/index.js';
 import { registerLarderMetrics } from '../../src/observability/prometheus.js';
+import { ioredisStore } from '../../src/stores/ioredis.js';
 import { redisStore } from '../../src/stores/redis.js';
-import { eventually, ManualClock, nodeRedis, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
+import { eventually, ioredis, ManualClock, nodeRedis, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
 import { parseExposition, sampleValue, samples, type Family } from './exposition.js';
 
 let client: NodeRedis;
@@ -241,6 +242,30 @@ describe('larder/prometheus', () => {
       expect(sampleValue(families, 'larder_cache_misses', { cache: 'om' }, 'larder_cache_misses_total')).toBe(1);
       checkHistogram(families, 'larder_cache_get_duration_seconds', { cache: 'om', tier: 'l2' });
     }
+  });
+
+  it('reports the ioredis connection state as store info', async () => {
+    const io = await ioredis();
+    onTestFinished(() => void io.quit());
+    const cache = track(createCache({ namespace: uniqueNamespace('prom'), store: ioredisStore({ client: io }) }));
+    await cache.getOrSet('k', () => 1);
+    const registry = new Registry();
+    registerLarderMetrics(cache, { registry, name: 'io' });
+    const families = parseExposition(await registry.metrics());
+    expect(sampleValue(families, 'larder_store_ready', { cache: 'io', store: 'ioredis' })).toBe(1);
+    expect(sampleValue(families, 'larder_store_info', { cache: 'io', store: 'ioredis', detail: 'status', value: 'ready' })).toBe(
+      1,
+    );
+    expect(samples(families, 'larder_store_info', { cache: 'io', store: 'ioredis', detail: 'topology' })).toHaveLength(1);
+    expect(sampleValue(families, 'larder_store_detail', { cache: 'io', store: 'ioredis', detail: 'cluster' })).toBe(0);
+    expect(
+      samples(
+        families,
+        'larder_store_command_duration_seconds',
+        { cache: 'io' },
+        'larder_store_command_duration_seconds_count',
+      )[0]!.value,
+    ).toBeGreaterThan(0);
   });
 
   it('reports a store that is down: not ready, breaker open, opens counted', async () => {
