@@ -7,7 +7,7 @@ import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache, type CacheOptions } from '../src/index.js';
 import { harness, type DriverName, type Harness } from './helpers/harness.js';
-import { commandStats, eventually, nodeRedis, sleep, statsDelta, uniqueNamespace } from './helpers/redis.js';
+import { commandStats, eventually, ManualClock, nodeRedis, sleep, statsDelta, uniqueNamespace } from './helpers/redis.js';
 import { startRedis } from './helpers/redis-server.js';
 import { redisStore } from '../src/stores/redis.js';
 
@@ -48,6 +48,34 @@ describe.each<DriverName>(['redis', 'ioredis', 'memory'])('L1 over %s', (driver)
     expect(loader).toHaveBeenCalledTimes(1);
     expect(cache.stats()).toMatchObject({ l1Hits: 2, l2Hits: 0, l1Entries: 1 });
   });
+
+  it.skipIf(driver === 'memory')(
+    'an early refresh another instance already did is not loaded again; the newer entry replaces L1',
+    async () => {
+      const clock = new ManualClock();
+      // No bus: B's L1 keeps the old entry, as when the invalidation is still on its way.
+      const options = { clock, ttl: 1_000, jitter: 0, earlyRefresh: { ahead: 0.8, beta: 0 }, bus: false } as const;
+      const a = await make(options);
+      const b = await make(options, a);
+      let version = 0;
+      const loader = vi.fn(async () => ++version);
+      expect(await a.getOrSet('hot', loader)).toBe(1);
+      expect(await b.getOrSet('hot', loader)).toBe(1);
+      clock.advance(850);
+      // A refreshes in the background and writes version 2.
+      expect(await a.getOrSet('hot', loader)).toBe(1);
+      await eventually(
+        async () => (await h.raw.get(`${a.prefix}hot`))?.toString().endsWith('\n2') === true,
+        5_000,
+        'the refresh',
+      );
+      // B's L1 still says 1 and is due for refresh: B finds version 2 in Redis instead of loading.
+      expect(await b.getOrSet('hot', loader)).toBe(1);
+      await eventually(async () => (await b.getOrSet('hot', loader)) === 2, 5_000, "B's L1 to take version 2");
+      expect(loader).toHaveBeenCalledTimes(2);
+      expect(b.stats()).toMatchObject({ refreshes: 1, loads: 0 });
+    },
+  );
 
   it('fills L1 from store reads, and getMany reads L1 first', async () => {
     const cache = await make();
@@ -161,7 +189,14 @@ describe('tag invalidation cost', () => {
     const client = await nodeRedis(redis.url);
     const inspector = await nodeRedis(redis.url);
     try {
-      const cache = createCache({ namespace: uniqueNamespace('tags'), store: redisStore({ client }) });
+      // Heartbeats are PUBLISHes too: keep them out of the measured windows.
+      const cache = createCache({
+        namespace: uniqueNamespace('tags'),
+        // A 5,000-SET pipeline can outlast the 500 ms default on a loaded machine; a write that
+        // times out fails open and would land inside the measured window.
+        store: redisStore({ client, commandTimeout: 30_000 }),
+        bus: { heartbeat: 600_000 },
+      });
       const costOf = async (tag: string, entries: number): Promise<Record<string, number>> => {
         for (let i = 0; i < entries; i += 5_000) {
           const batch = Array.from({ length: Math.min(5_000, entries - i) }, (_, j) => ({

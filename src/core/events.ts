@@ -83,6 +83,8 @@ export type CacheEventName = keyof CacheEventMap;
 export class CacheEmitter extends EventEmitter<CacheEventMap> {
   /** Listener counts by event, kept current so checking costs a property read. */
   readonly #listening: Partial<Record<string | symbol, number>> = {};
+  /** Listeners of `hit`, the one event checked on every cache hit. */
+  hitListeners = 0;
 
   constructor() {
     super();
@@ -90,12 +92,14 @@ export class CacheEmitter extends EventEmitter<CacheEventMap> {
       'newListener' as never,
       ((name: string | symbol) => {
         this.#listening[name] = (this.#listening[name] ?? 0) + 1;
+        if (name === 'hit') this.hitListeners++;
       }) as never,
     );
     this.on(
       'removeListener' as never,
       ((name: string | symbol) => {
         this.#listening[name] = (this.#listening[name] ?? 1) - 1;
+        if (name === 'hit') this.hitListeners--;
       }) as never,
     );
   }
