@@ -151,6 +151,8 @@ export class RedisStore implements Store {
   readonly #breaker: CircuitBreaker | undefined;
   readonly #onEvent: ((event: RedisStoreEvent) => void) | undefined;
   #nativeLease = true;
+  /** Scripts Redis answered by source: sent by SHA from then on. */
+  readonly #loadedScripts = new Set<LuaScript>();
   readonly #subscribers = new Map<PubSubKind, Promise<DriverSubscriber>>();
   readonly #channels: Record<PubSubKind, Map<string, ChannelEntry>> = { classic: new Map(), sharded: new Map() };
   #shardedUnsupported = false;
@@ -191,11 +193,15 @@ export class RedisStore implements Store {
     return this.#breaker?.opens ?? 0;
   }
 
-  /** Breaker accounting for every command outcome, including commands the client refused to send. */
+  /**
+   * Breaker accounting for every command outcome, including commands the client refused to send.
+   * An error reply (`NOSCRIPT`, `WRONGTYPE`, …) is Redis answering: a success for the breaker, or
+   * a half-open probe answered `NOSCRIPT` after a restart would never close it.
+   */
   #settled(error: unknown): void {
     if (this.#breaker === undefined) return;
-    if (error === undefined) this.#breaker.success();
-    else if (this.#isAvailabilityFailure(error)) this.#breaker.failure();
+    if (error === undefined || !this.#isAvailabilityFailure(error)) this.#breaker.success();
+    else this.#breaker.failure();
   }
 
   /** A command the client threw on instead of sending: it failed like any other. */
@@ -256,17 +262,34 @@ export class RedisStore implements Store {
     return this.#deadlines.track(promise, map);
   }
 
-  /** Runs a script by SHA, loading it by source when Redis answers `NOSCRIPT`. */
+  /**
+   * Runs a script: by source (`EVAL`) until Redis is known to have it, then by SHA. Sending the
+   * source first keeps commands in the order they were issued: an `EVALSHA` answered `NOSCRIPT`
+   * is re-sent after whatever the caller issued next (a write would land after the read that
+   * follows it). That still happens once per script after Redis restarts or flushes its scripts,
+   * and on each other node of a cluster: the fallback below.
+   */
   async script(script: LuaScript, keys: readonly string[], args: readonly RedisArg[], binary = false): Promise<unknown> {
-    const command: RedisArg[] = ['EVALSHA', script.sha, String(keys.length), ...keys, ...args];
+    const loaded = this.#loadedScripts.has(script);
+    const command: RedisArg[] = [
+      loaded ? 'EVALSHA' : 'EVAL',
+      loaded ? script.sha : script.source,
+      String(keys.length),
+      ...keys,
+      ...args,
+    ];
     try {
-      return await this.#send(command, keys[0], binary);
+      const reply = await this.#send(command, keys[0], binary);
+      this.#loadedScripts.add(script);
+      return reply;
     } catch (error) {
-      if (!(error instanceof StoreError && isNoScript(error.cause))) throw error;
-      // EVAL also caches the script: the next call goes back to EVALSHA.
+      if (!(loaded && error instanceof StoreError && isNoScript(error.cause))) throw error;
+      this.#loadedScripts.delete(script);
       command[0] = 'EVAL';
       command[1] = script.source;
-      return this.#send(command, keys[0], binary);
+      const reply = await this.#send(command, keys[0], binary);
+      this.#loadedScripts.add(script);
+      return reply;
     }
   }
 
@@ -275,9 +298,14 @@ export class RedisStore implements Store {
     const build = (verb: 'EVALSHA' | 'EVAL', body: string): RedisCommand[] =>
       keys.map((key, i) => [verb, body, '1', key, ...argsFor(i)]);
     return this.run(async () => {
+      if (!this.#loadedScripts.has(script)) {
+        // By source until Redis has it (see `script`).
+        const replies = throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
+        this.#loadedScripts.add(script);
+        return replies;
+      }
       const replies = await this.driver.batch(build('EVALSHA', script.sha), keys, false);
       if (!replies.some(isNoScript)) return throwFirstError(replies);
-      // EVAL also caches the script, so the next batch goes back to EVALSHA.
       return throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
     });
   }
