@@ -14,7 +14,7 @@
  * be, where a bus without heartbeats would wait for TCP to notice, or forever.
  */
 import { randomBytes } from 'node:crypto';
-import type { Store, Subscription } from '../stores/store.js';
+import type { PubSubOptions, Store, Subscription } from '../stores/store.js';
 
 /** What changed: full keys, cleared key prefixes, and tags with their new versions. */
 export interface Invalidation {
@@ -42,6 +42,11 @@ export interface BusOptions {
 
 /** Keys per message: a large `deleteMany` goes out as several messages, none of them huge. */
 const KEYS_PER_MESSAGE = 500;
+/**
+ * Sharded pub/sub on a Redis Cluster (the channel costs one shard, not every node), classic
+ * elsewhere. Every instance resolves `auto` the same way, so publishers and subscribers meet.
+ */
+const PUB_SUB: PubSubOptions = { mode: 'auto' };
 
 type Wire = ['i', string, string[], string[], [string, string][]] | ['h', string];
 
@@ -85,14 +90,18 @@ export class InvalidationBus {
 
   async #subscribe(): Promise<void> {
     try {
-      this.#subscription = await this.#store.subscribe(this.channel, {
-        message: (text) => this.#receive(text),
-        connection: (up) => {
-          // A drop is reported at once; a return only once we hear ourselves again.
-          if (!up) this.#setConnected(false);
-          else this.#beat();
+      this.#subscription = await this.#store.subscribe(
+        this.channel,
+        {
+          message: (text) => this.#receive(text),
+          connection: (up) => {
+            // A drop is reported at once; a return only once we hear ourselves again.
+            if (!up) this.#setConnected(false);
+            else this.#beat();
+          },
         },
-      });
+        PUB_SUB,
+      );
       this.#beat();
     } catch {
       // Not subscribed: the bus stays down; the next heartbeat tries again.
@@ -105,7 +114,7 @@ export class InvalidationBus {
     if (this.#starting === undefined) this.#starting = this.#subscribe();
     if (this.#connected && Date.now() - this.#lastHeard > 3 * this.#heartbeat) this.#setConnected(false);
     const beat: Wire = ['h', this.instanceId];
-    this.#store.publish(this.channel, JSON.stringify(beat)).catch(() => undefined);
+    this.#store.publish(this.channel, JSON.stringify(beat), PUB_SUB).catch(() => undefined);
   }
 
   #receive(text: string): void {
@@ -168,7 +177,7 @@ export class InvalidationBus {
         first ? batch.tags : [],
       ]);
     }
-    await Promise.all(messages.map((m) => this.#store.publish(this.channel, JSON.stringify(m)).catch(() => undefined)));
+    await Promise.all(messages.map((m) => this.#store.publish(this.channel, JSON.stringify(m), PUB_SUB).catch(() => undefined)));
   }
 
   async close(): Promise<void> {
