@@ -104,4 +104,55 @@ describe('instrumentation', () => {
     expect(commands).toEqual(['GET', 'SET', 'EVAL', 'GET']);
     await cache.close();
   });
+
+  it('traces batch loads with their keys, and pipelines and multi-key commands with their size', async () => {
+    // No bus: its PUBLISHes are traced too, but are not the subject here.
+    const cache: Cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }), bus: false });
+    const loads: { key: string; keys: string[] }[] = [];
+    const commands: { command: string; key: string | undefined; count: number | undefined }[] = [];
+    const none = () => undefined;
+    const loadHandlers = {
+      start: (ctx: object) => void loads.push(ctx as never),
+      end: none,
+      asyncStart: none,
+      asyncEnd: none,
+      error: none,
+    };
+    const commandHandlers = {
+      start: (ctx: object) => {
+        const { command, key, count } = ctx as { command: string; key?: string; count?: number };
+        commands.push({ command, key, count });
+      },
+      end: none,
+      asyncStart: none,
+      asyncEnd: none,
+      error: none,
+    };
+    const load = tracingChannel('larder:cache:load');
+    const command = tracingChannel('larder:store:command');
+    load.subscribe(loadHandlers);
+    command.subscribe(commandHandlers);
+    try {
+      await cache.set('a', 1);
+      await cache.getOrSetMany(['a', 'b', 'c'], (keys) => keys.map((k) => k.toUpperCase()));
+      await cache.setMany([
+        { key: 'd', value: 4 },
+        { key: 'e', value: 5 },
+      ]);
+    } finally {
+      load.unsubscribe(loadHandlers);
+      command.unsubscribe(commandHandlers);
+    }
+    const p = cache.prefix;
+    expect(loads).toEqual([expect.objectContaining({ key: `${p}b`, keys: [`${p}b`, `${p}c`] })]);
+    expect(commands).toEqual([
+      { command: 'SET', key: `${p}a`, count: undefined },
+      { command: 'MGET', key: `${p}a`, count: 3 },
+      // Leases for the two misses, then their compare-and-set writes: one pipeline each.
+      { command: 'SET', key: `${p}b`, count: 2 },
+      { command: 'EVAL', key: `${p}b`, count: 2 },
+      { command: 'SET', key: `${p}d`, count: 2 },
+    ]);
+    await cache.close();
+  });
 });

@@ -9,7 +9,7 @@ import { redisStore } from '../src/stores/redis.js';
 import { LuaScript, type RedisConnectionOptions, type RedisStore } from '../src/stores/redis-store.js';
 import type { Store } from '../src/stores/store.js';
 import { startProxy, type FaultProxy } from './helpers/proxy.js';
-import { startRedis, type RedisServer } from './helpers/redis-server.js';
+import { sparePort, startRedis, type RedisServer } from './helpers/redis-server.js';
 import { commandStats, eventually, ioredis, nodeRedis, sleep, statsDelta, uniqueNamespace } from './helpers/redis.js';
 
 type Driver = 'redis' | 'ioredis';
@@ -91,6 +91,8 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
       onEvent: (event) => event.type === 'breaker' && transitions.push(event.state),
     });
     const cache = cacheOn(store);
+    const cacheTransitions: string[] = [];
+    cache.on('breaker', ({ state }) => cacheTransitions.push(state));
     let failures = 0;
     let served = 0;
     const state = { running: true };
@@ -137,6 +139,8 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     expect(served).toBeGreaterThan(300);
     expect(transitions).toContain('open');
     expect(transitions.at(-1)).toBe('closed');
+    // The cache re-emits them as its `breaker` event.
+    expect(cacheTransitions).toEqual(transitions);
     // A probe every 200-400 ms: at most a handful of commands per second reach a dead Redis.
     expect(sentWhileStopped).toBeLessThanOrEqual(10);
     expect(sentWhilePaused).toBeLessThanOrEqual(10);
@@ -350,6 +354,17 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     expect(delta.unlink).toBeGreaterThanOrEqual(3);
   });
 
+  it('status() says standalone for a plain client, and whether it is ready while Redis is away', async () => {
+    const redis = await server();
+    const { store } = await storeFor(driver, redis.url, { commandTimeout: 100 });
+    const readyDetail = driver === 'redis' ? { ready: true } : { status: 'ready' };
+    expect(store.status()).toMatchObject({ ready: true, details: { topology: 'standalone', cluster: false, ...readyDetail } });
+    await redis.stop();
+    await eventually(() => !store.status().ready, 5_000, 'the store to notice');
+    const details = store.status().details!;
+    expect(driver === 'redis' ? details.ready : details.status !== 'ready').toBe(driver !== 'redis');
+  });
+
   it('never closes a client it did not create', async () => {
     const redis = await server();
     const { store, isOpen } = await storeFor(driver, redis.url);
@@ -357,6 +372,31 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     await cache.getOrSet('k', () => 1);
     await cache.close();
     expect(isOpen()).toBe(true);
+  });
+
+  it('close() returns promptly when Redis is down or hung, and the connection is gone', async () => {
+    for (const fault of ['stopped', 'paused', 'never there'] as const) {
+      const redis = await server();
+      const url = fault === 'never there' ? `redis://127.0.0.1:${await sparePort()}` : redis.url;
+      const store = driver === 'redis' ? redisStore({ url, commandTimeout: 100 }) : ioredisStore({ url, commandTimeout: 100 });
+      const cache = createCache({ namespace: uniqueNamespace(), store });
+      expect(await cache.getOrSet('k', () => 1)).toBe(1);
+      if (fault === 'stopped') await redis.stop();
+      if (fault === 'paused') redis.pause();
+      // Commands in flight or queued while Redis is away.
+      const pending = cache.getOrSet('k2', () => 2);
+      const started = Date.now();
+      await cache.close();
+      // The fault named in the diff if it fails.
+      expect({ fault, slow: Date.now() - started >= 2_000 }).toEqual({ fault, slow: false });
+      expect(await pending).toBe(2);
+      redis.resume();
+      if (fault !== 'stopped') {
+        const inspector = await nodeRedis(redis.url);
+        cleanups.push(() => inspector.close());
+        await eventually(async () => (await inspector.clientList()).length === 1, 5_000, 'the client to disconnect');
+      }
+    }
   });
 
   it('closes the client it created from a URL', async () => {

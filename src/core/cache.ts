@@ -215,6 +215,7 @@ class CacheCore {
   /** Redis refused the lease command on a read (OOM, ACL): read with GET for good. */
   leaseFirstRefused = false;
   closed = false;
+  #unwatchBreaker: (() => void) | undefined;
 
   constructor(options: CacheOptions, rootPrefix: string, namespace: string, version: string, maxKeyLength: number) {
     this.name = rootPrefix;
@@ -250,6 +251,15 @@ class CacheCore {
         },
       },
     );
+    // The store's breaker transitions, as the cache's `breaker` event.
+    this.#unwatchBreaker = this.store.watchBreaker?.((state) => {
+      if (this.wants('breaker')) this.emit('breaker', { state });
+    });
+  }
+
+  /** Stops re-emitting the store's breaker transitions (on `close()`). */
+  unwatchBreaker(): void {
+    this.#unwatchBreaker?.();
   }
 
   /** The tag versions (tags in use start the bus, which keeps local copies current). */
@@ -741,7 +751,7 @@ export class Cache {
       // A background load has no waiters: nobody's abort may cancel it, only its hard timeout.
       const run = () => runLoader(job.loader, background ? new Abortable() : job.flight, job.key, context, job.opts.hardTimeout);
       const loading = loadTrace.hasSubscribers
-        ? loadTrace.tracePromise(async () => run(), { key: job.key, cache: core.name, background })
+        ? loadTrace.tracePromise(async () => run(), { key: job.key, keys: [job.key], cache: core.name, background })
         : run();
       value = loading instanceof Promise ? await loading : loading;
       if (job.schema !== undefined && value !== undefined) {
@@ -934,7 +944,7 @@ export class Cache {
       // failed and backed off).
       const done = load.then(
         (loaded) => loaded.written,
-        (error: unknown) => this.#failSafe(job, entry, error).catch(() => undefined),
+        () => this.#backOff(job, entry),
       );
       return { value: entry.value as T, done, until: entry.staleUntil };
     }
@@ -947,25 +957,31 @@ export class Cache {
    * every read. Past grace, the caller gets the loader's error.
    */
   async #failSafe<T>(job: Job<T>, entry: Entry, error: unknown): Promise<Outcome<T>> {
+    if (this.#core.clock.now() >= entry.staleUntil) throw error;
+    this.#hit(job.key, entry, true);
+    this.#backOff(job, entry);
+    return { value: entry.value as T, done: DONE };
+  }
+
+  /**
+   * After a failed refresh, keeps the stale entry fresh for `failSafeBackoff` (within its grace),
+   * so the failing source is not asked again on every read. Counts no hit: background refreshes
+   * end here too, with no caller to serve. Never throws.
+   */
+  #backOff<T>(job: Job<T>, entry: Entry): void {
     const core = this.#core;
     const now = core.clock.now();
-    if (now >= entry.staleUntil) throw error;
-    this.#hit(job.key, entry, true);
-    if (job.opts.failSafeBackoff > 0 && !job.flight.invalidated) {
-      const freshUntil = Math.min(now + job.opts.failSafeBackoff, entry.staleUntil);
-      let wire: Wire | undefined;
-      try {
-        wire = job.codec.encode({ ...entry, id: newEntryId(), freshUntil }, entry.value);
-      } catch {
-        wire = undefined;
-      }
-      if (wire !== undefined) {
-        void core.store
-          .setIf([{ key: job.key, expect: casPrefix(entry.kind, entry.id), value: wire, ttl: entry.staleUntil - now }])
-          .catch((e: unknown) => core.storeError('set', job.key, e));
-      }
+    if (job.opts.failSafeBackoff === 0 || job.flight.invalidated || now >= entry.staleUntil) return;
+    const freshUntil = Math.min(now + job.opts.failSafeBackoff, entry.staleUntil);
+    let wire: Wire;
+    try {
+      wire = job.codec.encode({ ...entry, id: newEntryId(), freshUntil }, entry.value);
+    } catch {
+      return;
     }
-    return { value: entry.value as T, done: DONE };
+    void core.store
+      .setIf([{ key: job.key, expect: casPrefix(entry.kind, entry.id), value: wire, ttl: entry.staleUntil - now }])
+      .catch((e: unknown) => core.storeError('set', job.key, e));
   }
 
   /**
@@ -1022,9 +1038,9 @@ export class Cache {
       if (lock !== undefined && (await this.#refreshedElsewhere(job, entry))) return;
       const loaded = await this.#load(job, { expect: casPrefix(entry.kind, entry.id), lease: undefined, stale: entry }, true);
       await loaded.written;
-    } catch (error) {
-      // Reported by #callLoader; keep serving the stale entry, backed off.
-      if (reason === 'stale') await this.#failSafe(job, entry, error).catch(() => undefined);
+    } catch {
+      // Reported by #load; readers keep the stale entry, backed off.
+      if (reason === 'stale') this.#backOff(job, entry);
     } finally {
       await this.#unlock(lock);
     }
@@ -1691,7 +1707,12 @@ export class Cache {
           ),
         );
       const call = loadTrace.hasSubscribers
-        ? loadTrace.tracePromise(run, { key: members.map((m) => m.key).join(','), cache: core.name, background: false })
+        ? loadTrace.tracePromise(run, {
+            key: members[0]!.key,
+            keys: members.map((m) => m.key),
+            cache: core.name,
+            background: false,
+          })
         : run();
       loaded = await (opts.hardTimeout === Infinity ? call : withHardTimeout(call, opts.hardTimeout, controller));
       if (!(loaded instanceof Map) && !Array.isArray(loaded)) {
@@ -1798,6 +1819,7 @@ export class Cache {
     if (core.closed) return;
     core.closed = true;
     core.renewals.stop();
+    core.unwatchBreaker();
     await core.coherence.close();
     await core.coordination.close();
     await core.store.close();

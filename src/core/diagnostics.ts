@@ -3,8 +3,8 @@
  * library. Every cache event is also published on `larder:cache:<event>` (same payload, plus
  * `cache`: the namespace prefix), and two tracing channels wrap the work worth a span:
  *
- * - `larder:cache:load`: each loader call, context `{ key, cache, background }`;
- * - `larder:store:command`: each Redis command, context `{ command, key, store }`.
+ * - `larder:cache:load`: each loader call, context `{ key, keys, cache, background }`;
+ * - `larder:store:command`: each Redis command or pipeline, context `{ command, key, count?, store }`.
  *
  * Publishing is skipped entirely while a channel has no subscribers.
  *
@@ -14,15 +14,21 @@ import { channel, tracingChannel, type Channel, type TracingChannel } from 'node
 import type { CacheEventName } from './events.js';
 
 export interface LoadTraceContext {
+  /** The key loaded; for a batch loader, its first key. */
   readonly key: string;
+  /** Every key the call loads: one for `getOrSet`, the missing keys for `getOrSetMany`. */
+  readonly keys: readonly string[];
   readonly cache: string;
   readonly background: boolean;
 }
 
 export interface CommandTraceContext {
-  /** The Redis command (`GET`, `EVALSHA`, …). */
+  /** The Redis command (`GET`, `EVALSHA`, …); for a pipeline, the command it repeats. */
   readonly command: string;
+  /** The command's key; for a multi-key command or a pipeline, its first key. */
   readonly key: string | undefined;
+  /** For a multi-key command or a pipeline: how many keys (or commands) it carries. */
+  readonly count?: number;
   /** `redis` or `ioredis`. */
   readonly store: string;
 }

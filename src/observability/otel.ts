@@ -146,6 +146,8 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
       const attributes: Attributes = { 'larder.cache': cacheName(ctx.cache), 'larder.background': ctx.background };
       const key = keyOf?.(ctx.key);
       if (key !== undefined) attributes['larder.key'] = key;
+      // A batch loader: how many keys it loads (`larder.key` is the first).
+      if (ctx.keys.length > 1) attributes['larder.batch.size'] = ctx.keys.length;
       const span = tracer.startSpan('larder.load', { kind: SpanKind.INTERNAL, attributes }, context.active());
       ctx[SPAN] = span;
       return span;
@@ -191,6 +193,7 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
         'db.operation.name': ctx.command,
         'larder.store': ctx.store,
       };
+      if (ctx.count !== undefined) attributes['db.operation.batch.size'] = ctx.count;
       const key = ctx.key === undefined ? undefined : keyOf?.(ctx.key);
       if (key !== undefined) attributes['larder.key'] = key;
       const span = tracer.startSpan(`redis.${ctx.command}`, { kind: SpanKind.CLIENT, attributes }, context.active());

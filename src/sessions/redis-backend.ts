@@ -293,7 +293,10 @@ export class RedisSessionBackend implements SessionBackend {
 
   async read(ref: SessionRef): Promise<SessionRecord | undefined> {
     const key = this.#keys.session(ref);
-    const reply = await this.#store.run(() => this.#store.driver.send(['HGETALL', key], key, false));
+    const reply = await this.#store.run(() => this.#store.driver.send(['HGETALL', key], key, false), {
+      command: 'HGETALL',
+      keys: [key],
+    });
     const fields = fieldMap(reply);
     return fields.size === 0 ? undefined : recordFrom(ref, fields);
   }
@@ -434,7 +437,7 @@ export class RedisSessionBackend implements SessionBackend {
 
   async epoch(user: UserRef): Promise<number> {
     const key = this.#keys.epoch(user);
-    const reply = await this.#store.run(() => this.#store.driver.send(['GET', key], key, false));
+    const reply = await this.#store.run(() => this.#store.driver.send(['GET', key], key, false), { command: 'GET', keys: [key] });
     const value = reply === null || reply === undefined ? 0 : Number(str(reply));
     return Number.isFinite(value) ? value : 0;
   }

@@ -7,7 +7,14 @@
  */
 import { Cluster, Redis, type ChainableCommander } from 'ioredis';
 import { InvalidOptionError } from '../errors.js';
-import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import {
+  closeConnection,
+  type DriverSubscriber,
+  type PubSubKind,
+  type RedisArg,
+  type RedisCommand,
+  type RedisDriver,
+} from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { groupBySlot, slotOf } from './slot.js';
 import type { Store } from './store.js';
@@ -267,7 +274,9 @@ class IoredisDriver implements RedisDriver {
   }
 
   details(): Record<string, number | string | boolean> {
-    const sentinel = !this.cluster && (this.#client as Redis).options.sentinels !== undefined;
+    // ioredis defaults `sentinels` to null on plain clients.
+    const sentinels = this.cluster ? undefined : (this.#client as Redis).options.sentinels;
+    const sentinel = Array.isArray(sentinels) && sentinels.length > 0;
     return {
       status: this.#client.status,
       cluster: this.cluster,
@@ -281,7 +290,12 @@ class IoredisDriver implements RedisDriver {
 
   async close(): Promise<void> {
     if (!this.#owned || this.#client.status === 'end') return;
-    await this.#client.quit().catch(() => this.#client.disconnect());
+    const client = this.#client;
+    await closeConnection(
+      client.status === 'ready',
+      () => client.quit(),
+      () => client.disconnect(),
+    );
   }
 }
 

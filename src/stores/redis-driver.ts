@@ -31,6 +31,44 @@ export interface DriverSubscriber {
   close(): Promise<void>;
 }
 
+/**
+ * How long closing waits for Redis to answer (pending replies, `QUIT`, `UNSUBSCRIBE`) before it
+ * drops the connection: a stopped or hung Redis must not hang the app's shutdown.
+ */
+export const CLOSE_GRACE_MS = 1_000;
+
+/** Whether `work` settled successfully within `ms`; never rejects. */
+export async function settlesWithin(work: Promise<unknown>, ms = CLOSE_GRACE_MS): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(resolve, ms, false);
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        () => true,
+        () => false,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Closes a connection: gracefully (its pending commands answered first) when it is connected and
+ * Redis answers within {@link CLOSE_GRACE_MS}, otherwise by dropping it and what it had queued.
+ */
+export async function closeConnection(ready: boolean, graceful: () => Promise<unknown>, drop: () => unknown): Promise<void> {
+  if (ready && (await settlesWithin(graceful()))) return;
+  try {
+    drop();
+  } catch {
+    // Already closed.
+  }
+}
+
 export interface RedisDriver {
   /** `redis` or `ioredis`. */
   readonly name: string;

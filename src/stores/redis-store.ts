@@ -12,7 +12,14 @@ import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resil
 import { commandTrace } from '../core/diagnostics.js';
 import { Histogram } from '../core/metrics.js';
 import { Deadlines } from '../resilience/deadlines.js';
-import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import {
+  settlesWithin,
+  type DriverSubscriber,
+  type PubSubKind,
+  type RedisArg,
+  type RedisCommand,
+  type RedisDriver,
+} from './redis-driver.js';
 import { WAIT_MARK } from './store.js';
 import type {
   ConditionalExpire,
@@ -150,6 +157,7 @@ export class RedisStore implements Store {
   readonly #deadlines: Deadlines;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #onEvent: ((event: RedisStoreEvent) => void) | undefined;
+  readonly #breakerListeners = new Set<(state: BreakerState) => void>();
   #nativeLease = true;
   /** Scripts Redis answered by source: sent by SHA from then on. */
   readonly #loadedScripts = new Set<LuaScript>();
@@ -171,7 +179,10 @@ export class RedisStore implements Store {
         ? undefined
         : new CircuitBreaker(
             options.breaker ?? {},
-            (state) => this.#onEvent?.({ type: 'breaker', state }),
+            (state) => {
+              this.#onEvent?.({ type: 'breaker', state });
+              for (const listener of this.#breakerListeners) listener(state);
+            },
             options.clock ?? systemClock,
           );
     this.#deadlines = new Deadlines(
@@ -181,6 +192,11 @@ export class RedisStore implements Store {
       options.metrics === false ? undefined : new Histogram(),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
+  }
+
+  watchBreaker(listener: (state: BreakerState) => void): () => void {
+    this.#breakerListeners.add(listener);
+    return () => this.#breakerListeners.delete(listener);
   }
 
   /** Breaker state; also in {@link status}. */
@@ -216,10 +232,20 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Runs one command through the breaker and the deadline timer. Failures reject with a
-   * `StoreError` (or a subclass) whose `cause` is the client's error.
+   * Runs one command (or one pipeline) through the breaker and the deadline timer. Failures
+   * reject with a `StoreError` (or a subclass) whose `cause` is the client's error. `trace` names
+   * it on the `larder:store:command` channel.
    */
-  run<T>(command: () => Promise<T>): Promise<T> {
+  run<T>(command: () => Promise<T>, trace?: { readonly command: string; readonly keys: readonly string[] }): Promise<T> {
+    if (trace !== undefined && commandTrace.hasSubscribers) {
+      const { command: name, keys } = trace;
+      const context = { command: name, key: keys[0], ...(keys.length > 1 ? { count: keys.length } : {}), store: this.name };
+      return commandTrace.tracePromise(() => this.#runNow(command), context);
+    }
+    return this.#runNow(command);
+  }
+
+  #runNow<T>(command: () => Promise<T>): Promise<T> {
     if (this.#breaker !== undefined && !this.#breaker.allow()) return Promise.reject(new CircuitOpenError());
     let promise: Promise<T>;
     try {
@@ -297,17 +323,20 @@ export class RedisStore implements Store {
   #scriptBatch(script: LuaScript, keys: readonly string[], argsFor: (i: number) => readonly RedisArg[]): Promise<unknown[]> {
     const build = (verb: 'EVALSHA' | 'EVAL', body: string): RedisCommand[] =>
       keys.map((key, i) => [verb, body, '1', key, ...argsFor(i)]);
-    return this.run(async () => {
-      if (!this.#loadedScripts.has(script)) {
-        // By source until Redis has it (see `script`).
-        const replies = throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
-        this.#loadedScripts.add(script);
-        return replies;
-      }
-      const replies = await this.driver.batch(build('EVALSHA', script.sha), keys, false);
-      if (!replies.some(isNoScript)) return throwFirstError(replies);
-      return throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
-    });
+    return this.run(
+      async () => {
+        if (!this.#loadedScripts.has(script)) {
+          // By source until Redis has it (see `script`).
+          const replies = throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
+          this.#loadedScripts.add(script);
+          return replies;
+        }
+        const replies = await this.driver.batch(build('EVALSHA', script.sha), keys, false);
+        if (!replies.some(isNoScript)) return throwFirstError(replies);
+        return throwFirstError(await this.driver.batch(build('EVAL', script.source), keys, false));
+      },
+      { command: this.#loadedScripts.has(script) ? 'EVALSHA' : 'EVAL', keys },
+    );
   }
 
   get(key: string, binary: boolean): Promise<Wire | undefined> {
@@ -330,7 +359,7 @@ export class RedisStore implements Store {
 
   async getMany(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
     if (keys.length === 0) return [];
-    const replies = await this.run(() => this.driver.mget(keys, binary));
+    const replies = await this.run(() => this.driver.mget(keys, binary), { command: 'MGET', keys });
     return replies.map(nullToUndefined);
   }
 
@@ -341,15 +370,8 @@ export class RedisStore implements Store {
   async setMany(writes: readonly StoreWrite[]): Promise<void> {
     if (writes.length === 0) return;
     const commands = writes.map((w) => setCommand(w.key, w.value, w.ttl));
-    throwFirstError(
-      await this.run(() =>
-        this.driver.batch(
-          commands,
-          writes.map((w) => w.key),
-          false,
-        ),
-      ),
-    );
+    const keys = writes.map((w) => w.key);
+    throwFirstError(await this.run(() => this.driver.batch(commands, keys, false), { command: 'SET', keys }));
   }
 
   async setIf(writes: readonly ConditionalWrite[]): Promise<boolean[]> {
@@ -388,18 +410,20 @@ export class RedisStore implements Store {
     }
     if (this.#nativeLease) {
       const commands = requests.map((r): RedisCommand => ['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET']);
-      const replies = await this.run(() => this.driver.batch(commands, keys, binary));
+      const replies = await this.run(() => this.driver.batch(commands, keys, binary), { command: 'SET', keys });
       const syntax = replies.find((reply) => reply instanceof Error && /syntax/i.test(reply.message));
       if (syntax === undefined) return throwFirstError(replies).map(nullToUndefined);
       // Redis < 7.0 refuses NX together with GET: use the script from now on.
       this.#nativeLease = false;
     }
-    const replies = await this.run(() =>
-      this.driver.batch(
-        requests.map((r): RedisCommand => ['EVAL', LEASE_FALLBACK.source, '1', r.key, r.value as RedisArg, px(r.ttl)]),
-        keys,
-        binary,
-      ),
+    const replies = await this.run(
+      () =>
+        this.driver.batch(
+          requests.map((r): RedisCommand => ['EVAL', LEASE_FALLBACK.source, '1', r.key, r.value as RedisArg, px(r.ttl)]),
+          keys,
+          binary,
+        ),
+      { command: 'EVAL', keys },
     );
     return throwFirstError(replies).map(nullToUndefined);
   }
@@ -424,7 +448,7 @@ export class RedisStore implements Store {
 
   async delete(keys: readonly string[]): Promise<number> {
     if (keys.length === 0) return 0;
-    return this.run(() => this.driver.unlink(keys));
+    return this.run(() => this.driver.unlink(keys), { command: 'UNLINK', keys });
   }
 
   async clear(prefix: string): Promise<number> {
@@ -436,17 +460,17 @@ export class RedisStore implements Store {
       if (batch.length >= UNLINK_BATCH) {
         const chunk = batch;
         batch = [];
-        deleted += await this.run(() => this.driver.unlink(chunk));
+        deleted += await this.run(() => this.driver.unlink(chunk), { command: 'UNLINK', keys: chunk });
       }
     }
-    if (batch.length > 0) deleted += await this.run(() => this.driver.unlink(batch));
+    if (batch.length > 0) deleted += await this.run(() => this.driver.unlink(batch), { command: 'UNLINK', keys: batch });
     return deleted;
   }
 
   async *#scan(pattern: string): AsyncIterable<string[]> {
     const iterator = this.driver.scan(pattern, SCAN_COUNT)[Symbol.asyncIterator]();
     for (;;) {
-      const next = await this.run(() => iterator.next());
+      const next = await this.run(() => iterator.next(), { command: 'SCAN', keys: [] });
       if (next.done === true) return;
       yield next.value;
     }
@@ -526,7 +550,8 @@ export class RedisStore implements Store {
       unsubscribe: async () => {
         if (!subscribed.handlers.delete(handlers) || subscribed.handlers.size > 0) return;
         if (channels.get(channel) === subscribed) channels.delete(channel);
-        await subscriber.unsubscribe(channel).catch(() => undefined);
+        // Bounded: on a hung Redis the connection is dropped at close anyway.
+        await settlesWithin(subscriber.unsubscribe(channel));
       },
     };
   }
@@ -546,12 +571,14 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#deadlines.stop();
+    // Deadlines keep running: commands still in flight (a dropped connection may never answer
+    // them) time out as usual, and the timer stops by itself once none is left.
     const subscribers = [...this.#subscribers.values()];
     this.#subscribers.clear();
     this.#channels.classic.clear();
     this.#channels.sharded.clear();
-    await Promise.all(subscribers.map((pending) => pending.then((s) => s.close()).catch(() => undefined)));
+    // A subscriber still connecting is closed whenever it connects; close() does not wait for it.
+    await settlesWithin(Promise.all(subscribers.map((pending) => pending.then((s) => s.close()).catch(() => undefined))));
     await this.driver.close();
   }
 }

@@ -11,7 +11,14 @@
  */
 import { createClient, RESP_TYPES } from 'redis';
 import { InvalidOptionError } from '../errors.js';
-import type { DriverSubscriber, PubSubKind, RedisArg, RedisCommand, RedisDriver } from './redis-driver.js';
+import {
+  closeConnection,
+  type DriverSubscriber,
+  type PubSubKind,
+  type RedisArg,
+  type RedisCommand,
+  type RedisDriver,
+} from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { groupBySlot } from './slot.js';
 import type { Store } from './store.js';
@@ -277,7 +284,12 @@ class NodeRedisDriver implements RedisDriver {
       onConnection: (listener) => connectionListeners.push(listener),
       close: async () => {
         connectionListeners.length = 0;
-        if (connection.isOpen) await connection.close().catch(() => connection.destroy());
+        if (connection.isOpen)
+          await closeConnection(
+            connection.isReady,
+            () => connection.close(),
+            () => connection.destroy(),
+          );
       },
     };
   }
@@ -297,7 +309,8 @@ class NodeRedisDriver implements RedisDriver {
   }
 
   details(): Record<string, number | string | boolean> {
-    return { open: this.#client.isOpen, cluster: this.cluster, topology: this.topology };
+    // `open` stays true while the client reconnects; `ready` is what says it can take commands.
+    return { open: this.#client.isOpen, ready: this.#client.isReady, cluster: this.cluster, topology: this.topology };
   }
 
   onError(listener: (error: unknown) => void): void {
@@ -306,7 +319,12 @@ class NodeRedisDriver implements RedisDriver {
 
   async close(): Promise<void> {
     if (!this.#owned || !this.#client.isOpen) return;
-    await this.#client.close().catch(() => this.#client.destroy());
+    const client = this.#client;
+    await closeConnection(
+      client.isReady,
+      () => client.close(),
+      () => client.destroy(),
+    );
   }
 }
 

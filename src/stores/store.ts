@@ -158,6 +158,11 @@ export interface Store {
 
   /** Connection health. */
   status(): StoreStatus;
+  /**
+   * Calls `listener` on each circuit breaker transition until the returned function is called.
+   * Absent on stores without a breaker. The cache re-emits these as its `breaker` event.
+   */
+  watchBreaker?(listener: (state: StoreStatus['breaker']) => void): () => void;
   /** Releases what the store opened. Never closes a client the user passed in. */
   close(): Promise<void>;
 }

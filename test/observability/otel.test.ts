@@ -136,6 +136,17 @@ describe('larder/otel traces', () => {
     expect(spans('larder.load')).toEqual([]);
   });
 
+  it('records a multi-key read as one span with its batch size, and a batch load with its size', async () => {
+    instrument();
+    const cache = redisCache();
+    await cache.getOrSetMany(['a', 'b', 'c'], (keys) => keys.map((k) => k.toUpperCase()));
+    const [mget] = spans('redis.MGET');
+    expect(mget!.attributes).toMatchObject({ 'db.operation.name': 'MGET', 'db.operation.batch.size': 3 });
+    const [load] = spans('larder.load');
+    expect(load!.attributes['larder.batch.size']).toBe(3);
+    expect(spans('redis.GET')).toEqual([]);
+  });
+
   it('marks a failed loader span as an error, with the exception recorded', async () => {
     instrument();
     const cache = redisCache();

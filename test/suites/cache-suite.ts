@@ -716,6 +716,48 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         await expect(cache.getOrSet('f', failing)).rejects.toThrow('db down');
       });
 
+      it('counts one stale hit per caller when a background refresh fails, and still backs off', async () => {
+        for (const timeout of [0, 20]) {
+          const clock = new ManualClock();
+          const cache = await make({
+            ttl: 1_000,
+            grace: 60_000,
+            jitter: 0,
+            clock,
+            timeout,
+            failSafeBackoff: 5_000,
+            earlyRefresh: false,
+          });
+          await cache.getOrSet('b', () => 'good');
+          clock.advance(1_500);
+          const hits = vi.fn();
+          cache.on('hit', hits);
+          const before = cache.stats();
+          let fail!: () => void;
+          const failed = new Promise<void>((r) => (fail = r));
+          const failing = vi.fn(async () => {
+            // With a soft timeout, fail after it: the caller was answered stale already.
+            await failed;
+            throw new Error('db down');
+          });
+          const served = cache.getOrSet('b', failing);
+          if (timeout === 0) fail();
+          expect(await served).toBe('good');
+          fail();
+          await eventually(() => cache.stats().loadErrors === 1);
+          await sleep(20);
+          // One caller, served stale once: one stale hit, however the refresh ended.
+          const after = cache.stats();
+          expect([after.hits - before.hits, after.staleHits - before.staleHits]).toEqual([1, 1]);
+          expect(hits).toHaveBeenCalledTimes(1);
+          // The failure backed the entry off: no second load within failSafeBackoff.
+          await eventually(
+            async () => (await cache.getOrSet('b', failing)) === 'good' && cache.stats().staleHits === after.staleHits,
+          );
+          expect(failing).toHaveBeenCalledTimes(1);
+        }
+      });
+
       it('soft timeout: answers stale after the timeout and lets the load finish in the background', async () => {
         const clock = new ManualClock();
         const cache = await make({ ttl: 1_000, grace: 60_000, jitter: 0, clock, timeout: 50, earlyRefresh: false });
