@@ -357,7 +357,7 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
   it('status() says standalone for a plain client, and whether it is ready while Redis is away', async () => {
     const redis = await server();
     const { store } = await storeFor(driver, redis.url, { commandTimeout: 100 });
-    const readyDetail = driver === 'redis' ? { ready: true } : { status: 'ready' };
+    const readyDetail = driver === 'redis' ? { ready: true } : { status: 'ready', commandQueue: 0 };
     expect(store.status()).toMatchObject({ ready: true, details: { topology: 'standalone', cluster: false, ...readyDetail } });
     await redis.stop();
     await eventually(() => !store.status().ready, 5_000, 'the store to notice');

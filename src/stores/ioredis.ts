@@ -279,6 +279,8 @@ class IoredisDriver implements RedisDriver {
     const sentinel = Array.isArray(sentinels) && sentinels.length > 0;
     return {
       status: this.#client.status,
+      // Sent and awaiting replies (a standalone or Sentinel connection; a cluster has one per node).
+      ...(this.cluster ? {} : { commandQueue: (this.#client as Redis).commandQueue.length }),
       cluster: this.cluster,
       topology: this.cluster ? 'cluster' : sentinel ? 'sentinel' : 'standalone',
     };
