@@ -215,6 +215,8 @@ class CacheCore {
   /** Redis refused the lease command on a read (OOM, ACL): read with GET for good. */
   leaseFirstRefused = false;
   closed = false;
+  /** Keys whose refresh failed recently: not refreshed early again until their backoff ends. */
+  readonly refreshBackoff = new Backoffs();
   #unwatchBreaker: (() => void) | undefined;
 
   constructor(options: CacheOptions, rootPrefix: string, namespace: string, version: string, maxKeyLength: number) {
@@ -975,7 +977,8 @@ export class Cache {
     const freshUntil = Math.min(now + job.opts.failSafeBackoff, entry.staleUntil);
     let wire: Wire;
     try {
-      wire = job.codec.encode({ ...entry, id: newEntryId(), freshUntil }, entry.value);
+      // Written now: refresh-ahead must not find it due at once (it is measured from createdAt).
+      wire = job.codec.encode({ ...entry, id: newEntryId(), createdAt: now, freshUntil }, entry.value);
     } catch {
       return;
     }
@@ -986,7 +989,10 @@ export class Cache {
 
   /**
    * Starts a background refresh of a fresh entry when one is due (refresh-ahead threshold or
-   * XFetch) and none runs for the key yet. The refresh is the key's flight while it runs.
+   * XFetch) and none runs for the key yet. The refresh is the key's flight while it runs, so no
+   * second one starts; callers joining it get the entry's value at once (it is still fresh), and
+   * the flight is released when the refresh ends or the entry stops being fresh, whichever comes
+   * first: a hung loader never holds readers.
    */
   #maybeRefreshEarly<T>(
     key: string,
@@ -1001,14 +1007,13 @@ export class Cache {
   ): void {
     const core = this.#core;
     if (!this.#refreshDue(entry, opts.earlyRefresh, now) || core.flights.get(key) !== undefined) return;
-    core.flights.start<T>(key, async (flight) => {
-      try {
-        await this.#refresh(this.#job(flight, userKey, loader, { schema, tags }, opts, codec), entry, 'early');
-      } finally {
-        flight.release();
-      }
-      return entry.value as T;
+    if (core.refreshBackoff.blocks(key, now)) return;
+    let refreshing: Promise<void> = DONE;
+    const flight = core.flights.start<T>(key, (started) => {
+      refreshing = this.#refresh(this.#job(started, userKey, loader, { schema, tags }, opts, codec), entry, 'early');
+      return Promise.resolve(entry.value as T);
     });
+    this.#hold(flight, { value: entry.value, done: refreshing, until: entry.freshUntil });
   }
 
   /** Whether a read at `now` should refresh `entry` early (refresh-ahead threshold or XFetch). */
@@ -1022,7 +1027,7 @@ export class Cache {
     } else at = earliestRefresh(entry, early);
     if (now < at) return false;
     return (
-      (early.ahead < 1 && now >= entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead) ||
+      (early.ahead < 1 && now >= aheadPoint(entry, early.ahead)) ||
       (early.beta > 0 && entry.loadMs > 0 && now - entry.loadMs * early.beta * Math.log(Math.random()) >= entry.freshUntil)
     );
   }
@@ -1039,7 +1044,9 @@ export class Cache {
       const loaded = await this.#load(job, { expect: casPrefix(entry.kind, entry.id), lease: undefined, stale: entry }, true);
       await loaded.written;
     } catch {
-      // Reported by #load; readers keep the stale entry, backed off.
+      // Reported by #load. Readers keep the entry; the key is not refreshed again for
+      // `failSafeBackoff`, here (and, for a stale entry, everywhere: see #backOff).
+      core.refreshBackoff.hold(job.key, core.clock.now() + job.opts.failSafeBackoff);
       if (reason === 'stale') this.#backOff(job, entry);
     } finally {
       await this.#unlock(lock);
@@ -1875,9 +1882,39 @@ class Member<T> {
  * `-ln(random()) >= (freshUntil - now) / (loadMs · beta)`, and `-ln(random())` exceeds 20 with
  * probability 2e-9: before `freshUntil - 20 · loadMs · beta` it cannot fire in practice.
  */
+/** Keys not to refresh before a time, bounded (the oldest holds go first). */
+class Backoffs {
+  static readonly MAX = 10_000;
+  readonly #until = new Map<string, number>();
+
+  hold(key: string, until: number): void {
+    this.#until.delete(key);
+    this.#until.set(key, until);
+    if (this.#until.size > Backoffs.MAX) this.#until.delete(this.#until.keys().next().value!);
+  }
+
+  blocks(key: string, now: number): boolean {
+    if (this.#until.size === 0) return false;
+    const until = this.#until.get(key);
+    if (until === undefined) return false;
+    if (now < until) return true;
+    this.#until.delete(key);
+    return false;
+  }
+}
+
+/**
+ * The refresh-ahead point: `ahead` of the fresh period, and never later than two load times
+ * before expiry (a refresh started later would not land in time; the last load time predicts
+ * the next).
+ */
+function aheadPoint(entry: Entry, ahead: number): number {
+  return Math.min(entry.createdAt + (entry.freshUntil - entry.createdAt) * ahead, entry.freshUntil - 2 * entry.loadMs);
+}
+
 function earliestRefresh(entry: Entry, early: Exclude<ResolvedEntryOptions['earlyRefresh'], false>): number {
   if (entry.freshUntil === Infinity) return Infinity;
-  let at = early.ahead < 1 ? entry.createdAt + (entry.freshUntil - entry.createdAt) * early.ahead : Infinity;
+  let at = early.ahead < 1 ? aheadPoint(entry, early.ahead) : Infinity;
   if (early.beta > 0 && entry.loadMs > 0) at = Math.min(at, entry.freshUntil - entry.loadMs * early.beta * 20);
   return at;
 }

@@ -28,7 +28,9 @@ export interface EarlyRefreshOptions {
   beta?: number;
   /**
    * Refresh-ahead threshold, as a fraction of the fresh period: the first read after this much
-   * of it has elapsed refreshes in the background (`0.9`: in the last 10%). `1` turns it off.
+   * of it has elapsed refreshes in the background (`0.9`: in the last 10%), or earlier when the
+   * entry's last load took more than half of what remains (so the refresh lands in time). `1`
+   * turns it off.
    * @default 0.9
    */
   ahead?: number;
@@ -37,14 +39,18 @@ export interface EarlyRefreshOptions {
 export interface LockOptions {
   /**
    * How long a lease (the "I am loading this key" marker) lives, in ms. The holder renews it
-   * while its loader runs; if the holder dies, others take over after at most this long.
-   * @default 5_000
+   * (every third of it) while its loader runs; if the holder dies, others take over after at
+   * most this long. Short, so a dead holder costs little; a holder whose event loop stalls for
+   * longer loses its lease, and a second load may run (its write still cannot overwrite newer).
+   * @default 2_000
    */
   ttl?: number;
   /**
    * Longest time a caller waits for another process's load, in ms, before it runs the loader
    * itself (its result is written only if the key was not written meanwhile). `0`: never wait.
-   * @default 5_000
+   * Well above `ttl`, so a waiter outlasts a dead holder's lease and takes it over instead of
+   * loading beside it.
+   * @default 10_000
    */
   wait?: number;
 }
@@ -155,7 +161,7 @@ export interface CacheOptions {
    * meanwhile (no stale sets). `false`: no leases — each process loads on its own (still once per
    * process) and writes unconditionally (last write wins): one round trip less per miss, for data
    * where a late write after an invalidation is acceptable.
-   * @default { ttl: 5_000, wait: 5_000 }
+   * @default { ttl: 2_000, wait: 10_000 }
    */
   lock?: LockOptions | false;
   /**
@@ -282,7 +288,7 @@ export const LIBRARY_DEFAULTS: ResolvedEntryOptions = Object.freeze({
   hardTimeout: Infinity,
   failSafeBackoff: 5_000,
   earlyRefresh: Object.freeze({ beta: 1, ahead: 0.9 }),
-  lock: Object.freeze({ ttl: 5_000, wait: 5_000 }),
+  lock: Object.freeze({ ttl: 2_000, wait: 10_000 }),
 });
 
 type EntryOptionsInput = Pick<CacheOptions, keyof ResolvedEntryOptions>;

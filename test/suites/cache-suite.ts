@@ -189,7 +189,8 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         await expect(cache.getMany(['ok', ''])).rejects.toBeInstanceOf(InvalidKeyError);
         await expect(cache.getOrSetMany(['ok', 'x'.repeat(11)], () => [1, 2])).rejects.toBeInstanceOf(InvalidKeyError);
         expect(loader).not.toHaveBeenCalled();
-        expect(spy.calls.filter((c) => c !== 'close')).toEqual([]);
+        // Only non-I/O calls: closing, and watching the breaker (a local listener).
+        expect(spy.calls.filter((c) => c !== 'close' && c !== 'watchBreaker')).toEqual([]);
         const error = await cache.get('').catch((e: unknown) => e);
         expect(isLarderError(error, 'E_INVALID_KEY')).toBe(true);
         expect((error as Error).name).toBe('InvalidKeyError');
@@ -793,6 +794,76 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(isLarderError(error, 'E_LOADER_TIMEOUT')).toBe(true);
         expect(signal!.aborted).toBe(true);
         expect(cache.stats().loadTimeouts).toBe(1);
+      });
+
+      it('an early refresh never holds readers: a slow one answers them at once, a hung one is dropped at expiry', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, jitter: 0, clock, earlyRefresh: { ahead: 0.9, beta: 0 } });
+        await cache.getOrSet('e', () => 'v1');
+        clock.advance(950);
+        let calls = 0;
+        // Hangs the first time (the early refresh), answers afterwards.
+        const loader = () => (++calls === 1 ? new Promise<string>(() => undefined) : 'v2');
+        const started = Date.now();
+        const reads = await Promise.all(Array.from({ length: 20 }, () => cache.getOrSet('e', loader)));
+        expect(reads).toEqual(Array.from({ length: 20 }, () => 'v1'));
+        expect(Date.now() - started).toBeLessThan(200);
+        await eventually(() => calls === 1, 5_000, 'the early refresh to call the loader');
+        // Past expiry the hung refresh no longer holds the key: the next read loads.
+        clock.advance(100);
+        await eventually(async () => (await cache.getOrSet('e', loader)) === 'v2', 5_000, 'a load after expiry');
+        expect(calls).toBe(2);
+      });
+
+      it('a failed early refresh is not retried on every read, and fail-safe backoff holds with early refresh on', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, grace: 60_000, jitter: 0, clock, failSafeBackoff: 5_000 });
+        await cache.getOrSet('f', () => 'good');
+        const failing = vi.fn(async () => {
+          throw new Error('db down');
+        });
+        // In the refresh-ahead window: the first read refreshes and fails; the others are backed off.
+        clock.advance(950);
+        for (let i = 0; i < 50; i++) {
+          expect(await cache.getOrSet('f', failing)).toBe('good');
+          await sleep(1);
+        }
+        await eventually(() => cache.stats().loadErrors === 1);
+        expect(failing).toHaveBeenCalledTimes(1);
+        // Stale now: fail-safe serves it and backs off for 5 s (early refresh stays quiet too).
+        clock.advance(6_000);
+        for (let i = 0; i < 50; i++) {
+          expect(await cache.getOrSet('f', failing)).toBe('good');
+          await sleep(1);
+        }
+        await eventually(() => cache.stats().loadErrors === 2);
+        expect(failing).toHaveBeenCalledTimes(2);
+      });
+
+      it('refresh-ahead starts early enough for a slow loader; XFetch alone refreshes before expiry too', async () => {
+        for (const earlyRefresh of [
+          { ahead: 0.9, beta: 0 },
+          { ahead: 1, beta: 1 },
+        ]) {
+          const clock = new ManualClock();
+          const cache = await make({ ttl: 1_000, jitter: 0, clock, earlyRefresh });
+          let version = 0;
+          // Each load takes 150 ms of the cache's clock: more than the last 10% of the TTL.
+          const loader = vi.fn(async () => {
+            clock.advance(150);
+            return ++version;
+          });
+          await cache.getOrSet('slow', loader);
+          const misses = vi.fn();
+          cache.on('miss', misses);
+          for (let t = 0; t < 3_000; t += 20) {
+            clock.advance(20);
+            await cache.getOrSet('slow', loader);
+            await sleep(1);
+          }
+          expect(misses).not.toHaveBeenCalled();
+          expect(cache.stats().refreshes).toBeGreaterThanOrEqual(2);
+        }
       });
 
       it('refreshes a hot key ahead of expiry so readers never miss', async () => {
