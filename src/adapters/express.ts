@@ -14,7 +14,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionManager } from '../sessions/manager.js';
 import { SessionHttp, type SessionContext, type SessionMiddlewareOptions } from '../sessions/http.js';
-import { nodeExchange, nodeReject } from '../sessions/node-http.js';
+import { applyOnWriteHead, nodeExchange, nodeReject } from '../sessions/node-http.js';
 
 /** The parts of an Express request the middleware reads (any Express `Request` fits). */
 export type ExpressRequestLike = IncomingMessage & { ip?: string | undefined };
@@ -52,11 +52,12 @@ export function expressSessions<D extends object>(
   const middleware = async function larderSessions(req: ExpressRequestLike, res: ServerResponse, next: Next): Promise<void> {
     let result;
     try {
-      result = await http.begin(nodeExchange(req, res, clientIp(req)));
+      result = await http.begin(nodeExchange(req, clientIp(req)));
     } catch (error) {
       next(error);
       return;
     }
+    applyOnWriteHead(res, result.headers);
     if (!result.ok) {
       nodeReject(res, result.status, result.message);
       return;

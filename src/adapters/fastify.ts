@@ -14,6 +14,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionManager } from '../sessions/manager.js';
 import { SessionHttp, type HttpExchange, type SessionContext, type SessionMiddlewareOptions } from '../sessions/http.js';
+import { applyOnWriteHead } from '../sessions/node-http.js';
 
 export interface FastifySessionOptions extends SessionMiddlewareOptions {
   /**
@@ -32,7 +33,7 @@ export interface FastifySessions<D extends object> {
   readonly required: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }
 
-function exchange(request: FastifyRequest, reply: FastifyReply, ip: string | undefined): HttpExchange {
+function exchange(request: FastifyRequest, ip: string | undefined): HttpExchange {
   return {
     method: request.method,
     ip,
@@ -40,21 +41,11 @@ function exchange(request: FastifyRequest, reply: FastifyReply, ip: string | und
       const value = request.headers[name];
       return Array.isArray(value) ? value.join(', ') : value;
     },
-    appendHeader: (name, value) => {
-      const key = name.toLowerCase();
-      if (key === 'set-cookie') {
-        // Fastify appends repeated Set-Cookie values.
-        reply.header(key, value);
-        return;
-      }
-      const current = reply.getHeader(key);
-      reply.header(key, current === undefined ? value : `${String(current)}, ${value}`);
-    },
-    setHeader: (name, value) => void reply.header(name.toLowerCase(), value),
   };
 }
 
 function send(reply: FastifyReply, status: number, message: string): FastifyReply {
+  if (status === 503) reply.header('retry-after', '1');
   return reply.code(status).header('cache-control', 'no-store').type('text/plain; charset=utf-8').send(message);
 }
 
@@ -67,7 +58,10 @@ export function fastifySessions<D extends object>(
   const clientIp = options.clientIp ?? ((request: FastifyRequest) => request.ip);
   const plugin = async function larderSessions(instance: FastifyInstance): Promise<void> {
     instance.addHook('onRequest', async (request, reply) => {
-      const result = await http.begin(exchange(request, reply, clientIp(request)));
+      const result = await http.begin(exchange(request, clientIp(request)));
+      // Applied when Fastify writes the head (after every onSend hook, streams and hijacked
+      // replies included), so no hook or handler can drop them.
+      applyOnWriteHead(reply.raw, result.headers);
       if (!result.ok) return send(reply, result.status, result.message);
       contexts.set(request, result.context);
       return undefined;

@@ -14,7 +14,14 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import type { SessionManager } from '../sessions/manager.js';
-import { SessionHttp, type HttpExchange, type SessionContext, type SessionMiddlewareOptions } from '../sessions/http.js';
+import {
+  SessionHttp,
+  type HeaderTarget,
+  type HttpExchange,
+  type SessionContext,
+  type SessionHeaders,
+  type SessionMiddlewareOptions,
+} from '../sessions/http.js';
 
 /** The context variables the middleware sets: `c.var.session` / `c.get('session')`. */
 export interface SessionVariables<D extends object = Record<string, unknown>> {
@@ -42,13 +49,37 @@ function socketAddress(c: Context): string | undefined {
 }
 
 function exchange(c: Context, ip: string | undefined): HttpExchange {
+  return { method: c.req.method, ip, header: (name) => c.req.header(name) };
+}
+
+function target(headers: Headers): HeaderTarget {
   return {
-    method: c.req.method,
-    ip,
-    header: (name) => c.req.header(name),
-    appendHeader: (name, value) => c.header(name, value, { append: true }),
-    setHeader: (name, value) => c.header(name, value),
+    get: (name) => {
+      if (name === 'set-cookie') return headers.getSetCookie();
+      const value = headers.get(name);
+      return value === null ? [] : [value];
+    },
+    set: (name, values) => {
+      headers.delete(name);
+      for (const value of values) headers.append(name, value);
+    },
   };
+}
+
+/**
+ * Applies the session headers to the response the handler produced, whether it came from the
+ * `c.*` helpers or is a raw `Response`. A response with immutable headers (one from `fetch()`)
+ * is copied first.
+ */
+function applyTo(c: Context, headers: SessionHeaders): void {
+  if (headers.empty) return;
+  try {
+    headers.applyTo(target(c.res.headers));
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    c.res = new Response(c.res.body, c.res);
+    headers.applyTo(target(c.res.headers));
+  }
 }
 
 export function honoSessions<D extends object>(sessions: SessionManager<D>, options: HonoSessionOptions = {}): HonoSessions<D> {
@@ -57,10 +88,17 @@ export function honoSessions<D extends object>(sessions: SessionManager<D>, opti
   const middleware: MiddlewareHandler<SessionEnv<D>> = async function larderSessions(c, next) {
     const result = await http.begin(exchange(c, clientIp(c)));
     if (!result.ok) {
-      return c.text(result.message, result.status, { 'Cache-Control': 'no-store' });
+      const refused = c.text(result.message, result.status, {
+        'Cache-Control': 'no-store',
+        ...(result.status === 503 ? { 'Retry-After': '1' } : {}),
+      });
+      result.headers.applyTo(target(refused.headers));
+      return refused;
     }
     c.set('session', result.context);
     await next();
+    // After the handler: a raw `Response` never saw headers set on the context before it.
+    applyTo(c, result.headers);
     return undefined;
   };
   const required: MiddlewareHandler<SessionEnv<D>> = async function requireSession(c, next) {

@@ -17,7 +17,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionManager } from '../sessions/manager.js';
 import { SessionHttp, type SessionContext, type SessionMiddlewareOptions } from '../sessions/http.js';
-import { nodeExchange, nodeReject } from '../sessions/node-http.js';
+import { applyOnWriteHead, nodeExchange, nodeReject } from '../sessions/node-http.js';
 
 export interface NodeSessionOptions extends SessionMiddlewareOptions {
   /**
@@ -41,7 +41,8 @@ export function nodeSessions<D extends object>(
   const http = new SessionHttp(sessions, options);
   const clientIp = options.clientIp ?? ((req: IncomingMessage) => req.socket.remoteAddress);
   return async function nodeSession(req, res) {
-    const result = await http.begin(nodeExchange(req, res, clientIp(req)));
+    const result = await http.begin(nodeExchange(req, clientIp(req)));
+    applyOnWriteHead(res, result.headers);
     if (result.ok) return result.context;
     nodeReject(res, result.status, result.message);
     return undefined;

@@ -51,17 +51,83 @@ export interface SessionMiddlewareOptions {
   clearInvalidCookie?: boolean;
 }
 
-/** How adapters expose a request and its response to the shared flow. */
+/** How adapters expose a request to the shared flow. */
 export interface HttpExchange {
   readonly method: string;
   /** A request header by lower-case name (repeated headers joined). */
   header(name: string): string | undefined;
   /** The client address, for brute-force counting and the session's metadata. */
   readonly ip: string | undefined;
-  /** Adds a response header line (`Set-Cookie`, `Vary`). */
-  appendHeader(name: string, value: string): void;
-  /** Sets a response header, replacing any previous value. */
-  setHeader(name: string, value: string): void;
+}
+
+/** A response's headers as {@link SessionHeaders.applyTo} reads and writes them. */
+export interface HeaderTarget {
+  /** The current values of a header (one entry per `Set-Cookie` line); `[]` when absent. */
+  get(name: 'set-cookie' | 'vary' | 'cache-control'): readonly string[];
+  /** Replaces a header with these values. */
+  set(name: 'set-cookie' | 'vary' | 'cache-control', values: readonly string[]): void;
+}
+
+const VARY = ['Sec-Fetch-Site', 'Origin'];
+
+/**
+ * The headers the session flow owes one response: the session cookie line (the latest one set
+ * or cleared), `Cache-Control: no-store` whenever that cookie is set or cleared, and
+ * `Vary: Sec-Fetch-Site, Origin` for cookie-authenticated unsafe requests. Adapters apply them
+ * when the response is sent (Node's `writeHead`, Hono after `next()`), so a handler that answers
+ * on its own, sets its own `Cache-Control` or replaces `Set-Cookie` cannot drop them.
+ */
+export class SessionHeaders {
+  #cookie: string | undefined;
+  #noStore = false;
+  #vary = false;
+
+  /** Sets the session cookie line for this response, replacing an earlier one. */
+  cookie(line: string): void {
+    this.#cookie = line;
+    this.#noStore = true;
+  }
+
+  noStore(): void {
+    this.#noStore = true;
+  }
+
+  vary(): void {
+    this.#vary = true;
+  }
+
+  /** Nothing to apply. */
+  get empty(): boolean {
+    return this.#cookie === undefined && !this.#noStore && !this.#vary;
+  }
+
+  /**
+   * Applies the headers on top of what the response already has: the cookie line is added
+   * unless present, missing `Vary` tokens are added, and `Cache-Control` becomes `no-store`.
+   * Idempotent. Reads everything before the first write.
+   */
+  applyTo(target: HeaderTarget): void {
+    const writes: ['set-cookie' | 'vary' | 'cache-control', readonly string[]][] = [];
+    if (this.#cookie !== undefined) {
+      const cookies = target.get('set-cookie');
+      if (!cookies.includes(this.#cookie)) writes.push(['set-cookie', [...cookies, this.#cookie]]);
+    }
+    if (this.#vary) {
+      const current = target.get('vary').join(', ');
+      const tokens = current
+        .split(',')
+        .map((t) => t.trim())
+        .filter((t) => t !== '');
+      const lower = new Set(tokens.map((t) => t.toLowerCase()));
+      const missing = lower.has('*') ? [] : VARY.filter((t) => !lower.has(t.toLowerCase()));
+      if (missing.length > 0) writes.push(['vary', [[...tokens, ...missing].join(', ')]]);
+    }
+    if (this.#noStore) {
+      const current = target.get('cache-control');
+      if (!(current.length === 1 && current[0] === 'no-store')) writes.push(['cache-control', ['no-store']]);
+    }
+    for (const [name, values] of writes) target.set(name, values);
+  }
 }
 
 /** Why the request has no session (`authenticated` when it has one). */
@@ -106,10 +172,13 @@ export interface SessionContext<D extends object = Record<string, unknown>> {
   csrfToken(): string;
 }
 
-/** The outcome of {@link SessionHttp.begin}: go on to the handler, or answer now. */
+/**
+ * The outcome of {@link SessionHttp.begin}: go on to the handler, or answer now (a 503 also
+ * carries `Retry-After: 1`). Either way the adapter applies `headers` when the response is sent.
+ */
 export type BeginResult<D extends object> =
-  | { readonly ok: true; readonly context: SessionContext<D> }
-  | { readonly ok: false; readonly status: 403 | 503; readonly message: string };
+  | { readonly ok: true; readonly context: SessionContext<D>; readonly headers: SessionHeaders }
+  | { readonly ok: false; readonly status: 403 | 503; readonly message: string; readonly headers: SessionHeaders };
 
 const BEARER = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i;
 
@@ -145,6 +214,7 @@ export class SessionHttp<D extends object> {
 
   async begin(exchange: HttpExchange): Promise<BeginResult<D>> {
     const ip = exchange.ip;
+    const headers = new SessionHeaders();
     let token: string | undefined;
     let via: 'cookie' | 'bearer' | undefined;
     let duplicate = false;
@@ -177,20 +247,18 @@ export class SessionHttp<D extends object> {
         host: exchange.header('host'),
       });
       const cookieAuthenticated = via === 'cookie' || duplicate;
-      if (cookieAuthenticated) exchange.appendHeader('Vary', 'Sec-Fetch-Site, Origin');
+      if (cookieAuthenticated) headers.vary();
       if (verdict.verdict === 'deny') {
         if (cookieAuthenticated) {
-          this.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: verdict.detail });
-          exchange.setHeader('Cache-Control', 'no-store');
-          return { ok: false, status: 403, message: 'Forbidden: cross-site request refused' };
+          return this.#csrfDenied(headers, ip, verdict.detail);
         }
         loginDenied = true;
       }
       needsToken = verdict.verdict === 'token' && cookieAuthenticated;
     }
 
-    const context = new Context<D>(this, exchange, via, duplicate ? 'duplicate' : 'anonymous', loginDenied);
-    if (token === undefined) return { ok: true, context };
+    const context = new Context<D>(this, exchange, headers, via, duplicate ? 'duplicate' : 'anonymous', loginDenied);
+    if (token === undefined) return { ok: true, context, headers };
 
     let result;
     try {
@@ -199,52 +267,50 @@ export class SessionHttp<D extends object> {
       if (!isLarderError(error, 'E_SESSION_STORE')) throw error;
       if (this.#onStoreError === 'anonymous') {
         context.status = 'unavailable';
-        return { ok: true, context };
+        return { ok: true, context, headers };
       }
-      exchange.setHeader('Cache-Control', 'no-store');
-      exchange.setHeader('Retry-After', '1');
-      return { ok: false, status: 503, message: 'Service Unavailable: the session store cannot answer' };
+      headers.noStore();
+      return { ok: false, status: 503, message: 'Service Unavailable: the session store cannot answer', headers };
     }
 
     if (!result.valid) {
       context.status = result.reason === 'expired' ? 'expired' : 'invalid';
-      if (via === 'cookie' && this.#clearInvalid) this.clear(exchange);
-      if (needsToken) return this.#csrfDenied(exchange, ip, 'no session for a CSRF token');
-      return { ok: true, context };
+      if (via === 'cookie' && this.#clearInvalid) this.clear(headers);
+      if (needsToken) return this.#csrfDenied(headers, ip, 'no session for a CSRF token');
+      return { ok: true, context, headers };
     }
     if (needsToken) {
       const presented = exchange.header(this.#csrf!.tokenHeader!);
       if (!this.manager.verifyCsrfToken(result.session, presented)) {
-        return this.#csrfDenied(exchange, ip, 'missing or invalid CSRF token');
+        return this.#csrfDenied(headers, ip, 'missing or invalid CSRF token');
       }
     }
     context.adopt(result.session, token, result.grace);
-    if (result.renewed && via === 'cookie') this.issue(exchange, token, result.session);
-    return { ok: true, context };
+    if (result.renewed && via === 'cookie') this.issue(headers, token, result.session);
+    return { ok: true, context, headers };
   }
 
-  #csrfDenied(exchange: HttpExchange, ip: string | undefined, detail: string): BeginResult<D> {
+  #csrfDenied(headers: SessionHeaders, ip: string | undefined, detail: string): BeginResult<D> {
     this.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail });
-    exchange.setHeader('Cache-Control', 'no-store');
-    return { ok: false, status: 403, message: 'Forbidden: cross-site request refused' };
+    headers.noStore();
+    return { ok: false, status: 403, message: 'Forbidden: cross-site request refused', headers };
   }
 
   /** Sets the cookie for `token`, expiring with the session's absolute deadline. */
-  issue(exchange: HttpExchange, token: string, session: Session<D>): void {
+  issue(headers: SessionHeaders, token: string, session: Session<D>): void {
     const remaining = session.absoluteExpiresAt - this.manager.options.clock.now();
-    exchange.appendHeader('Set-Cookie', serializeCookie(this.cookie, token, remaining));
-    exchange.setHeader('Cache-Control', 'no-store');
+    headers.cookie(serializeCookie(this.cookie, token, remaining));
   }
 
-  clear(exchange: HttpExchange): void {
-    exchange.appendHeader('Set-Cookie', clearCookie(this.cookie));
-    exchange.setHeader('Cache-Control', 'no-store');
+  clear(headers: SessionHeaders): void {
+    headers.cookie(clearCookie(this.cookie));
   }
 }
 
 class Context<D extends object> implements SessionContext<D> {
   readonly #http: SessionHttp<D>;
   readonly #exchange: HttpExchange;
+  readonly #headers: SessionHeaders;
   readonly #loginDenied: boolean;
   #token: string | undefined;
   session: Session<D> | undefined;
@@ -255,12 +321,14 @@ class Context<D extends object> implements SessionContext<D> {
   constructor(
     http: SessionHttp<D>,
     exchange: HttpExchange,
+    headers: SessionHeaders,
     via: 'cookie' | 'bearer' | undefined,
     status: SessionStatus,
     loginDenied: boolean,
   ) {
     this.#http = http;
     this.#exchange = exchange;
+    this.#headers = headers;
     this.via = via;
     this.status = status;
     this.#loginDenied = loginDenied;
@@ -291,7 +359,7 @@ class Context<D extends object> implements SessionContext<D> {
       create(userId: string, options: CreateOptions<D>): ReturnType<SessionManager<D>['create']>;
     };
     const issued = await manager.create(userId, { ...options, ...this.#meta() } as CreateOptions<D>);
-    this.#http.issue(this.#exchange, issued.token, issued.session);
+    this.#http.issue(this.#headers, issued.token, issued.session);
     this.adopt(issued.session, issued.token, false);
     this.via = 'cookie';
     return issued.session;
@@ -304,7 +372,7 @@ class Context<D extends object> implements SessionContext<D> {
     this.grace = false;
     this.status = 'anonymous';
     if (token !== undefined) await this.#http.manager.revoke(token, { reason: 'logout' });
-    if (this.via !== 'bearer') this.#http.clear(this.#exchange);
+    if (this.via !== 'bearer') this.#http.clear(this.#headers);
   }
 
   async rotate(): Promise<Session<D>> {
@@ -313,7 +381,7 @@ class Context<D extends object> implements SessionContext<D> {
       throw new SessionInvalidError('invalid', 'rotate() sets a cookie; for bearer tokens call sessions.rotate(token)');
     }
     const issued = await this.#http.manager.rotate(this.#token, this.#meta());
-    this.#http.issue(this.#exchange, issued.token, issued.session);
+    this.#http.issue(this.#headers, issued.token, issued.session);
     this.adopt(issued.session, issued.token, false);
     return issued.session;
   }

@@ -43,7 +43,9 @@ export type { CookieOptions } from './cookies.js';
 export type { CsrfOptions } from './csrf.js';
 export {
   SessionHttp,
+  SessionHeaders,
   type BeginResult,
+  type HeaderTarget,
   type HttpExchange,
   type LoginOptions,
   type SessionContext,

@@ -32,6 +32,12 @@ type Ctx = SessionContext<TestData>;
 interface Reply {
   status: number;
   body?: unknown;
+  /**
+   * Answer "by hand" with these headers, the lowest-level way each framework offers: a raw
+   * `Response` (Hono), `writeHead(status, headers)` (node:http), `res.set()` (Express),
+   * `reply.headers()` (Fastify). Bodies are plain text.
+   */
+  raw?: Record<string, string>;
 }
 
 interface Route {
@@ -91,6 +97,14 @@ async function guarded<T>(fn: () => Promise<T>): Promise<T | Reply> {
     throw error;
   }
 }
+
+/** What a handler answering by hand sets: caching, its own cookie, its own Vary. */
+export const RAW_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/plain',
+  'cache-control': 'public, max-age=300',
+  'set-cookie': 'theme=dark; Path=/',
+  vary: 'Accept-Encoding',
+};
 
 const ROUTES: readonly Route[] = [
   {
@@ -175,6 +189,25 @@ const ROUTES: readonly Route[] = [
   },
   {
     method: 'POST',
+    path: '/raw/login',
+    run: async (ctx, q) =>
+      guarded(async () => {
+        await ctx.login(q.get('user') ?? 'alice');
+        return { status: 200, body: 'welcome', raw: RAW_HEADERS };
+      }),
+  },
+  {
+    method: 'POST',
+    path: '/raw/logout',
+    run: async (ctx) => guarded(async () => (await ctx.logout(), { status: 200, body: 'bye', raw: RAW_HEADERS })),
+  },
+  {
+    method: 'GET',
+    path: '/raw/me',
+    run: async (ctx) => ({ status: 200, body: ctx.session?.userId ?? 'nobody', raw: RAW_HEADERS }),
+  },
+  {
+    method: 'POST',
     path: '/admin/revoke-all',
     run: async (_ctx, q, app) => ({
       status: 200,
@@ -233,6 +266,10 @@ export async function startApp(
       }
       count(hits, route.path);
       const reply = await route.run(ctx, url.searchParams, state);
+      if (reply.raw !== undefined) {
+        res.writeHead(reply.status, reply.raw).end(String(reply.body));
+        return;
+      }
       res.statusCode = reply.status;
       if (reply.body === undefined) res.end();
       else res.setHeader('content-type', 'application/json').end(JSON.stringify(reply.body));
@@ -254,7 +291,8 @@ export async function startApp(
         const url = new URL(req.originalUrl, 'http://localhost');
         const reply = await route.run(auth.get(req), url.searchParams, state);
         res.status(reply.status);
-        if (reply.body === undefined) res.end();
+        if (reply.raw !== undefined) res.set(reply.raw).send(String(reply.body));
+        else if (reply.body === undefined) res.end();
         else res.json(reply.body);
       };
       const method = route.method === 'GET' ? 'get' : 'post';
@@ -279,6 +317,7 @@ export async function startApp(
           const url = new URL(request.url, 'http://localhost');
           const result = await route.run(auth.get(request), url.searchParams, state);
           reply.code(result.status);
+          if (result.raw !== undefined) return reply.headers(result.raw).send(String(result.body));
           return result.body === undefined ? reply.send() : result.body;
         },
       });
@@ -298,6 +337,7 @@ export async function startApp(
         count(hits, route.path);
         const url = new URL(c.req.url);
         const reply = await route.run(c.var.session, url.searchParams, state);
+        if (reply.raw !== undefined) return new Response(String(reply.body), { status: reply.status, headers: reply.raw });
         if (reply.body === undefined) return c.body(null, reply.status as 200);
         return c.json(reply.body, reply.status as 200);
       };

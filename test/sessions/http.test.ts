@@ -5,19 +5,23 @@
  * Time moves on a ManualClock.
  */
 import crypto from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { expressSessions } from '../../src/adapters/express.js';
 import { fastifySessions } from '../../src/adapters/fastify.js';
 import { honoSessions } from '../../src/adapters/hono.js';
 import { nodeSessions } from '../../src/adapters/node.js';
 import { InvalidOptionError } from '../../src/errors.js';
-import type { SessionManager, SessionMiddlewareOptions } from '../../src/sessions/index.js';
+import { SessionHeaders, type SessionManager, type SessionMiddlewareOptions } from '../../src/sessions/index.js';
+import { applyOnWriteHead } from '../../src/sessions/node-http.js';
 import { userRef } from '../../src/sessions/keys.js';
 import { formatToken, hashSecret, newId, newSecret, parseToken } from '../../src/sessions/token.js';
 import type { Store } from '../../src/stores/store.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { commandStats, ManualClock, statsDelta, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
-import { FRAMEWORKS, startApp, type Framework, type TestApp, type TestData } from './apps.js';
+import { FRAMEWORKS, RAW_HEADERS, startApp, type Framework, type TestApp, type TestData } from './apps.js';
 import {
   closeAll,
   http,
@@ -153,6 +157,41 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect(late.setCookies).toEqual([`${cookie}; Max-Age=90; ${COOKIE_ATTRIBUTES}`]);
     clock.advance(90_000);
     expect((await http(app.url, '/me', { cookie })).status).toBe(401);
+  });
+
+  it('C.12, C.13: a handler answering by hand (raw Response, writeHead, its own Cache-Control, Set-Cookie and Vary) keeps the session headers', async () => {
+    const noStore = 'no-store';
+    const first = await http(app.url, '/raw/login?user=alice', { method: 'POST', headers: SAME_ORIGIN });
+    expect(first.status).toBe(200);
+    const token = tokenFrom(first.setCookies)!;
+    issued.push(token);
+    const cookie = `__Host-sid=${token}`;
+    expect(first.setCookies).toEqual(
+      expect.arrayContaining([RAW_HEADERS['set-cookie'], `${cookie}; Max-Age=43200; ${COOKIE_ATTRIBUTES}`]),
+    );
+    expect(first.setCookies).toHaveLength(2);
+    expect(first.headers.get('cache-control')).toBe(noStore);
+    expect(first.body).toBe('welcome');
+    // Inside the renewal interval the handler's own caching stands: no session cookie goes out.
+    const quiet = await http(app.url, '/raw/me', { cookie });
+    expect(quiet).toMatchObject({ status: 200, body: 'alice', setCookies: [RAW_HEADERS['set-cookie']] });
+    expect(quiet.headers.get('cache-control')).toBe(RAW_HEADERS['cache-control']);
+    // A renewal carries the token: never cacheable, whatever the handler said.
+    clock.advance(TOUCH);
+    const renewed = await http(app.url, '/raw/me', { cookie });
+    expect(renewed.setCookies).toContain(`${cookie}; Max-Age=${(ABSOLUTE - TOUCH) / 1000}; ${COOKIE_ATTRIBUTES}`);
+    expect(renewed.headers.get('cache-control')).toBe(noStore);
+    // Cookie-authenticated unsafe requests vary on the CSRF headers, merged with the handler's Vary.
+    const out = await http(app.url, '/raw/logout', { method: 'POST', cookie, headers: SAME_ORIGIN });
+    expect(out.status).toBe(200);
+    expect(out.setCookies).toContain(`__Host-sid=; Max-Age=0; ${COOKIE_ATTRIBUTES}`);
+    expect(out.headers.get('cache-control')).toBe(noStore);
+    expect(out.headers.get('vary')).toBe('Accept-Encoding, Sec-Fetch-Site, Origin');
+    // A stale cookie is cleared even by a handler that answers by hand.
+    const stale = await http(app.url, '/raw/me', { cookie });
+    expect(stale).toMatchObject({ status: 200, body: 'nobody' });
+    expect(stale.setCookies).toContain(`__Host-sid=; Max-Age=0; ${COOKIE_ATTRIBUTES}`);
+    expect(stale.headers.get('cache-control')).toBe(noStore);
   });
 
   it('C.15, C.16: idle and absolute timeouts over HTTP', async () => {
@@ -545,5 +584,52 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     issued.push(token);
     expect(res.setCookies).toEqual([`sid=${token}; Max-Age=43200; Path=/; HttpOnly; SameSite=Lax`]);
     expect((await http(dev.app.url, '/me', { cookie: `sid=${token}` })).status).toBe(200);
+  });
+});
+
+describe('session headers at send time on a bare node:http response', () => {
+  it('C.12, C.13: every writeHead form (reason, flat header array, implicit head on write) ends with the session headers', async () => {
+    const answers: ((res: ServerResponse) => void)[] = [
+      (res) => void res.writeHead(200, 'Fine', ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'Cache-Control', 'public']).end(),
+      (res) => {
+        res.setHeader('Cache-Control', 'public, max-age=60');
+        res.setHeader('Vary', '*');
+        res.end();
+      },
+      (res) => {
+        res.statusCode = 201;
+        res.write('z');
+        res.end();
+      },
+    ];
+    let next = 0;
+    const bare = createServer((_req, res) => {
+      const headers = new SessionHeaders();
+      headers.cookie('sid=token');
+      headers.vary();
+      applyOnWriteHead(res, headers);
+      answers[next++]!(res);
+    });
+    bare.listen(0, '127.0.0.1');
+    await once(bare, 'listening');
+    const url = `http://127.0.0.1:${(bare.address() as AddressInfo).port}`;
+    const seen = [];
+    for (let i = 0; i < answers.length; i++) {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      seen.push([
+        res.status,
+        res.statusText,
+        res.headers.getSetCookie(),
+        res.headers.get('cache-control'),
+        res.headers.get('vary'),
+      ]);
+    }
+    bare.close();
+    expect(seen).toEqual([
+      [200, 'Fine', ['a=1', 'b=2', 'sid=token'], 'no-store', 'Sec-Fetch-Site, Origin'],
+      [200, 'OK', ['sid=token'], 'no-store', '*'],
+      [201, 'Created', ['sid=token'], 'no-store', 'Sec-Fetch-Site, Origin'],
+    ]);
   });
 });
