@@ -35,7 +35,7 @@ export interface SessionMiddlewareOptions {
   /**
    * CSRF defence for unsafe methods (POST, PUT, PATCH, DELETE, …) that carry the session cookie.
    * `false` turns it off (only if something else does the job).
-   * @default { origins: [], allowSameSite: false, token: false }
+   * @default { origins: [], allowSameSite: false, token: false, allowMissingOrigin: false }
    */
   csrf?: CsrfOptions | false;
   /**
@@ -244,7 +244,9 @@ export class SessionHttp<D extends object> {
       const verdict = csrfVerdict(this.#csrf, {
         fetchSite: exchange.header('sec-fetch-site'),
         origin: exchange.header('origin'),
+        referer: exchange.header('referer'),
         host: exchange.header('host'),
+        scheme: this.cookie.secure ? 'https' : 'http',
       });
       const cookieAuthenticated = via === 'cookie' || duplicate;
       if (cookieAuthenticated) headers.vary();

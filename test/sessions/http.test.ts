@@ -506,6 +506,11 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
       { 'sec-fetch-site': 'same-site', origin: `https://sub.${host}` },
       { origin: 'https://evil.example' },
       { origin: 'null' },
+      // The app is https (its cookie is Secure): the same host over http is another origin.
+      { origin: `http://${host}` },
+      { referer: 'https://evil.example/page' },
+      // No origin information at all: refused by default, as OWASP recommends.
+      {},
     ];
     const answers = [];
     for (const headers of refused) {
@@ -515,10 +520,23 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect(answers).toEqual(refused.map(() => ({ status: 403, vary: 'Sec-Fetch-Site, Origin' })));
     expect(app.hits.get('/echo') ?? 0).toBe(before);
     expect(events.security.filter((e) => e.type === 'csrf').length).toBeGreaterThanOrEqual(refused.length);
-    const allowed: Record<string, string>[] = [SAME_ORIGIN, { origin: `http://${host}` }, {}];
+    const allowed: Record<string, string>[] = [SAME_ORIGIN, { origin: `https://${host}` }, { referer: `https://${host}/cart` }];
     const statuses = [];
     for (const headers of allowed) statuses.push((await http(app.url, '/echo', { method: 'POST', cookie, headers })).status);
     expect(statuses).toEqual([200, 200, 200]);
+    // Clients without origin information pass only where the app opted in.
+    const trusting = await another({}, { csrf: { allowMissingOrigin: true } });
+    const theirs = await login('alice', trusting.app);
+    expect((await http(trusting.app.url, '/echo', { method: 'POST', cookie: theirs.cookie })).status).toBe(200);
+    expect(
+      (
+        await http(trusting.app.url, '/echo', {
+          method: 'POST',
+          cookie: theirs.cookie,
+          headers: { origin: 'https://evil.example' },
+        })
+      ).status,
+    ).toBe(403);
     // Safe methods are never blocked.
     expect((await http(app.url, '/me', { cookie, headers: { 'sec-fetch-site': 'cross-site' } })).status).toBe(200);
     // Login CSRF: a cross-site login is refused and creates nothing.
@@ -544,6 +562,15 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
       (await http(tokens.app.url, '/echo', { method: 'POST', cookie: a.cookie, headers: { 'x-csrf-token': tokenA } })).status,
     ).toBe(200);
     expect((await http(tokens.app.url, '/echo', { method: 'POST', cookie: b.cookie, headers: SAME_ORIGIN })).status).toBe(200);
+    // A valid token never makes up for a foreign origin.
+    for (const origin of ['https://evil.example', `http://${new URL(tokens.app.url).host}`]) {
+      const res = await http(tokens.app.url, '/echo', {
+        method: 'POST',
+        cookie: a.cookie,
+        headers: { 'x-csrf-token': tokenA, origin },
+      });
+      expect({ origin, status: res.status }).toEqual({ origin, status: 403 });
+    }
   });
 
   it('C.11 TTL drift (C.17): a key TTL extended by hand does not extend the session', async () => {

@@ -202,8 +202,8 @@ describe('cookie header reader (C.31, C.32)', () => {
 describe('CSRF decision (C.33)', () => {
   const csrf = resolveCsrf({ origins: ['https://app.example.com'] })!;
   const withToken = resolveCsrf({ token: true })!;
-  const decide = (c: typeof csrf, fetchSite?: string, origin?: string) =>
-    csrfVerdict(c, { fetchSite, origin, host: 'shop.example.com' }).verdict;
+  const decide = (c: typeof csrf, fetchSite?: string, origin?: string, referer?: string, scheme: 'https' | 'http' = 'https') =>
+    csrfVerdict(c, { fetchSite, origin, referer, host: 'shop.example.com', scheme }).verdict;
 
   it('Fetch Metadata first, then the Origin allowlist, then (optionally) a token', () => {
     expect(decide(csrf, 'same-origin')).toBe('allow');
@@ -216,16 +216,45 @@ describe('CSRF decision (C.33)', () => {
     expect(decide(csrf, undefined, 'https://shop.example.com')).toBe('allow');
     expect(decide(csrf, undefined, 'https://evil.example')).toBe('deny');
     expect(decide(csrf, undefined, 'null')).toBe('deny');
-    expect(decide(csrf, undefined, undefined)).toBe('allow');
     expect(decide(withToken, undefined, undefined)).toBe('token');
-    expect(decide(withToken, undefined, 'https://evil.example')).toBe('token');
     expect(decide(withToken, 'cross-site', 'https://evil.example')).toBe('deny');
+  });
+
+  it('compares whole origins: scheme, host and port', () => {
+    // The cookie is Secure, so the app is https: the http origin of the same host is another origin.
+    expect(decide(csrf, undefined, 'http://shop.example.com')).toBe('deny');
+    expect(decide(csrf, undefined, 'https://shop.example.com:8443')).toBe('deny');
+    expect(decide(csrf, undefined, 'https://shop.example.com:443')).toBe('allow');
+    expect(decide(csrf, undefined, 'https://shop.example.com.evil.example')).toBe('deny');
+    expect(decide(csrf, undefined, 'http://app.example.com')).toBe('deny');
+    // Development mode (no Secure cookie): the app is http.
+    expect(decide(csrf, undefined, 'http://shop.example.com', undefined, 'http')).toBe('allow');
+    expect(decide(csrf, undefined, 'https://shop.example.com', undefined, 'http')).toBe('deny');
+  });
+
+  it('with tokens on, a foreign Origin is still refused: the token is only for clients without origin information', () => {
+    expect(decide(withToken, undefined, 'https://evil.example')).toBe('deny');
+    expect(decide(withToken, undefined, 'http://shop.example.com')).toBe('deny');
+    expect(decide(withToken, undefined, 'https://shop.example.com')).toBe('allow');
+  });
+
+  it('without Origin the Referer decides; with neither, the request is refused unless opted in (OWASP)', () => {
+    expect(decide(csrf, undefined, undefined, 'https://shop.example.com/cart')).toBe('allow');
+    expect(decide(csrf, undefined, undefined, 'https://app.example.com/x')).toBe('allow');
+    expect(decide(csrf, undefined, undefined, 'https://evil.example/shop.example.com')).toBe('deny');
+    expect(decide(csrf, undefined, undefined, 'http://shop.example.com/cart')).toBe('deny');
+    expect(decide(csrf, undefined, undefined, 'not a url')).toBe('deny');
+    expect(decide(csrf, undefined, undefined)).toBe('deny');
+    expect(decide(resolveCsrf({ allowMissingOrigin: true })!, undefined, undefined)).toBe('allow');
+    expect(decide(resolveCsrf({ allowMissingOrigin: true, token: true })!, undefined, undefined)).toBe('token');
+    expect(decide(resolveCsrf({ allowMissingOrigin: true })!, undefined, 'https://evil.example')).toBe('deny');
   });
 
   it('refuses malformed allowlist entries at start-up', () => {
     const bad = [['not a url'], ['https://a.example/path'], ['https://a.example?x']];
     expect(bad.filter((origins) => !throwsCode(() => resolveCsrf({ origins }), 'E_INVALID_OPTION'))).toEqual([]);
     expect(() => resolveCsrf({ token: { header: 'x bad' } })).toThrow(InvalidOptionError);
+    expect(() => resolveCsrf({ allowMissingOrigin: 'yes' as unknown as boolean })).toThrow(InvalidOptionError);
   });
 });
 
