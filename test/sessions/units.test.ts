@@ -31,7 +31,8 @@ describe('tokens (C.1, C.2, C.4, C.6)', () => {
     }
     expect(ids.size).toBe(1_000_000);
     expect(secrets.size).toBe(200_000);
-  });
+    // About 10 s on one core; more when other suites share the machine.
+  }, 90_000);
 
   it('C.1: no Math.random anywhere in sessions or adapters', () => {
     for (const dir of ['src/sessions', 'src/adapters']) {
