@@ -1489,6 +1489,9 @@ export class Cache {
     if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
     if (options?.tags !== undefined) core.tags.check(options.tags);
+    // Checked before any flight starts: a bad option fails this call alone, at once.
+    const opts = resolveEntryOptions(core.defaults, options);
+    const codec = core.codec(options?.serializer);
     const signal = options?.signal;
     const promises = new Map<string, Promise<T>>();
     const members: Member<T>[] = [];
@@ -1513,7 +1516,7 @@ export class Cache {
       members.push(member);
       promises.set(fullKey, member.flight.join(signal));
     });
-    if (members.length > 0) void this.#resolveBatch(members, loader, options);
+    if (members.length > 0) void this.#resolveBatch(members, loader, options, opts, codec);
     return Promise.all(fullKeys.map((key) => promises.get(key)!));
   }
 
@@ -1522,10 +1525,10 @@ export class Cache {
     members: Member<T>[],
     loader: BatchLoader<T>,
     options: GetOrSetManyOptions<T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
   ): Promise<void> {
     const core = this.#core;
-    const opts = resolveEntryOptions(core.defaults, options);
-    const codec = core.codec(options?.serializer);
     const schema = options?.schema;
     // Each member behaves like a getOrSet job whose loader asks the batch loader for its key alone;
     // that path serves the rare cases (waiting on another process, background refresh).

@@ -196,6 +196,16 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect((error as Error).name).toBe('InvalidKeyError');
       });
 
+      it('getOrSetMany rejects bad options with a typed error, and the keys stay usable', async () => {
+        const cache = await make();
+        await expect(cache.getOrSetMany(['a', 'b'], (keys) => keys, { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionError);
+        await expect(cache.getOrSetMany(['a'], (keys) => keys, { serializer: {} as never })).rejects.toBeInstanceOf(
+          InvalidOptionError,
+        );
+        expect(await cache.getOrSetMany(['a', 'b'], (keys) => keys.map((k) => k.toUpperCase()))).toEqual(['A', 'B']);
+        expect(await cache.getOrSet('a', () => 'never')).toBe('A');
+      });
+
       it('rejects a non-function loader and bad options with typed errors', async () => {
         const cache = await make();
         await expect(cache.getOrSet('k', 42 as never)).rejects.toBeInstanceOf(InvalidOptionError);
