@@ -19,6 +19,8 @@ import type { TagStamp } from './entry.js';
 
 /** Most tags on one entry. */
 export const MAX_TAGS = 64;
+/** Most tag versions kept in memory; the oldest learnt go first (and are read again when needed). */
+const MAX_KNOWN = 10_000;
 
 export class TagVersions {
   readonly #store: Store;
@@ -84,7 +86,7 @@ export class TagVersions {
         const version = value === undefined ? '' : typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
         read.set(tag, version);
         // Remember it, unless the copy is not trusted or a newer version arrived meanwhile.
-        if (trusted && this.#trusted() && (this.#learntAt.get(tag) ?? -1) <= startedAt) this.#known.set(tag, version);
+        if (trusted && this.#trusted() && (this.#learntAt.get(tag) ?? -1) <= startedAt) this.#remember(tag, version);
       });
       return tags.map((tag, i): TagStamp => [tag, snapshot[i] ?? read.get(tag)!]);
     }
@@ -115,10 +117,16 @@ export class TagVersions {
 
   /** A tag got a new version (invalidated here, or announced on the bus). */
   learn(tag: string, version: string): void {
-    this.#known.set(tag, version);
+    this.#remember(tag, version);
     this.#learntAt.set(tag, ++this.#seq);
     // Bound the bookkeeping: only versions learnt during reads in flight matter.
     if (this.#learntAt.size > 10_000) this.#learntAt.delete(this.#learntAt.keys().next().value!);
+  }
+
+  #remember(tag: string, version: string): void {
+    this.#known.delete(tag);
+    this.#known.set(tag, version);
+    if (this.#known.size > MAX_KNOWN) this.#known.delete(this.#known.keys().next().value!);
   }
 
   /** Forget every local copy (the bus lost or regained its connection: copies may be stale). */
