@@ -109,7 +109,11 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     reads[mode].loaded += loaded;
   };
   const app: DemoApp = new Hono<DemoEnv>();
-  const auth = honoSessions(sessions, { development: config.sessionDevelopment });
+  const auth = honoSessions(sessions, {
+    development: config.sessionDevelopment,
+    // curl and `npm run load` send no Origin; in production only browsers (which do) log in.
+    csrf: { allowMissingOrigin: config.csrfAllowMissingOrigin },
+  });
   const required: MiddlewareHandler<DemoEnv> = async (c, next) => {
     if (c.var.session.session === undefined) {
       return error(c, 401, 'unauthorized', 'log in first: POST /login with {"email", "password"}');

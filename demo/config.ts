@@ -50,6 +50,12 @@ export interface DemoConfig {
   readonly sessionSecret: string;
   /** Cookie without `Secure`/`__Host-` for http://localhost. */
   readonly sessionDevelopment: boolean;
+  /**
+   * Let unsafe requests with no origin information at all (no `Sec-Fetch-Site`, `Origin` or
+   * `Referer`: curl, scripts, `npm run load`) past the sessions' CSRF check. Browsers always send
+   * `Origin` on unsafe requests, so they are checked either way.
+   */
+  readonly csrfAllowMissingOrigin: boolean;
   readonly seedUsers: number;
   readonly seedProducts: number;
   /** Password of every seeded user. */
@@ -145,6 +151,7 @@ export function loadConfig(env: Env = process.env): DemoConfig {
     lock: flag(env, 'CACHE_LOCK', true),
     sessionSecret,
     sessionDevelopment: !production,
+    csrfAllowMissingOrigin: flag(env, 'CSRF_ALLOW_MISSING_ORIGIN', !production),
     seedUsers: integer(env, 'SEED_USERS', 10_000, 1, 10_000_000),
     seedProducts: integer(env, 'SEED_PRODUCTS', 100_000, 1, 100_000_000),
     seedPassword,

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DemoService } from '../../demo/service.js';
 import { eventually } from '../helpers/redis.js';
-import { Client, SEED_PRODUCTS, dropSchema, startTestService, testEnv, uniqueSchema } from './helpers.js';
+import { Client, PASSWORD, SEED_PRODUCTS, dropSchema, startTestService, testEnv, uniqueSchema } from './helpers.js';
 
 const schema = uniqueSchema('api');
 let a: DemoService;
@@ -288,5 +288,30 @@ describe('cache modes (x-cache-mode, for npm run load)', () => {
     expect(queriesOf(a) - before).toBe(4);
     const stats = await client.get('/stats');
     expect(stats.body).toMatchObject({ naive: { hits: 1, misses: 1 } });
+  });
+});
+
+describe('CSRF: requests without any origin information', () => {
+  it('pass in development (curl, scripts); refused with CSRF_ALLOW_MISSING_ORIGIN=0, where an Origin is needed', async () => {
+    const foreign = await new Client(a.url).request('POST', '/login', {
+      json: { email: 'user7@example.com', password: PASSWORD },
+      headers: { origin: 'http://evil.example' },
+    });
+    expect(foreign.status).toBe(403);
+
+    const strict = await startTestService(testEnv(schema, { CSRF_ALLOW_MISSING_ORIGIN: '0' }));
+    try {
+      const bare = await new Client(strict.url).login('user7@example.com');
+      expect(bare.status).toBe(403);
+      const user = new Client(strict.url);
+      const withOrigin = await user.request('POST', '/login', {
+        json: { email: 'user7@example.com', password: PASSWORD },
+        headers: { origin: strict.url },
+      });
+      expect(withOrigin.status).toBe(200);
+      expect((await user.get('/profile')).status).toBe(200);
+    } finally {
+      await strict.close();
+    }
   });
 });
