@@ -154,6 +154,8 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     }),
   );
 
+  /** What the extensions added, for the list at `/` (filled once they have run). */
+  const extensionRoutes: string[] = [];
   app.get('/', (c) => {
     checkQuery(c.req.url, []);
     return c.json({
@@ -168,6 +170,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
         'PUT /products/:id {"name"?,"price"?,"stock"?} (session)',
         'GET /healthz',
         'GET /stats',
+        ...extensionRoutes,
       ],
     });
   });
@@ -341,7 +344,13 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     });
   });
 
+  const before = app.routes.length;
   for (const extend of extensions) extend(app, services);
+  for (const route of app.routes.slice(before)) {
+    // A mounted app (`ALL /dashboard/*`) is listed by its page.
+    const line = route.method === 'ALL' ? `GET ${route.path.replace(/\/\*$/, '')}` : `${route.method} ${route.path}`;
+    if (!extensionRoutes.includes(line)) extensionRoutes.push(line);
+  }
 
   app.notFound((c) => error(c, 404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`));
   app.onError((cause, c) => {

@@ -8,10 +8,11 @@
  */
 import type { Extension } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { observability } from './observability.js';
 import { startService } from './service.js';
 
-/** More routes: `(app, services) => { app.get('/metrics', ...) }` (see demo/app.ts). */
-const extensions: Extension[] = [];
+/** More routes, each `(app, services) => void` (see demo/app.ts): `/metrics` and `/dashboard`. */
+const extensions: Extension[] = [observability];
 
 let config;
 try {

@@ -5,10 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../demo/db.js';
+import { observability } from '../../demo/observability.js';
 import { seed } from '../../demo/seed.js';
 import type { DemoService } from '../../demo/service.js';
 import { commandStats, eventually, nodeRedis, statsDelta } from '../helpers/redis.js';
 import { sparePort, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { parseExposition, sampleValue } from '../observability/exposition.js';
 import {
   Client,
   DATABASE_URL,
@@ -155,11 +157,27 @@ describe('embedded mode: PGlite and the in-memory store', () => {
     service = await startTestService(
       testEnv('unused', { DATABASE_URL: undefined, DATABASE_SCHEMA: undefined, REDIS_URL: undefined }),
       { redisDefaultUrl: nobody },
+      { extensions: [observability] },
     );
   }, 60_000);
 
   afterAll(async () => {
     await service?.close();
+  });
+
+  it('serves /metrics and /dashboard over the in-memory store', async () => {
+    const user = new Client(service.url);
+    for (let i = 0; i < 3; i++) await user.get('/products/9');
+    const families = parseExposition((await user.get('/metrics')).body as string);
+    const labels = { cache: service.services.config.cacheNamespace, namespace: 'products' };
+    expect(
+      sampleValue(families, 'larder_cache_hits_total', { ...labels, tier: 'l1' }) +
+        sampleValue(families, 'larder_cache_hits_total', { ...labels, tier: 'l2' }),
+    ).toBeGreaterThanOrEqual(2);
+    expect(sampleValue(families, 'larder_store_ready', { cache: labels.cache, store: 'memory' })).toBe(1);
+    const feed = await user.get('/dashboard/stats.json');
+    expect(feed.body).toMatchObject({ caches: [{ store: { name: 'memory', ready: true } }] });
+    expect((await user.get('/dashboard')).status).toBe(200);
   });
 
   it('runs the whole API with nothing installed', async () => {
