@@ -132,7 +132,7 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     return header as CacheMode;
   };
 
-  const jsonBody = async (c: Context) => parseJsonObject(c.req.header('content-type'), await c.req.text());
+  const jsonBody = async (c: Context) => parseJsonObject(c.req.header('content-type'), await c.req.arrayBuffer());
 
   const loadProduct = async (id: number): Promise<Product | undefined> => {
     const [row] = await db.query(`SELECT ${PRODUCT_COLUMNS} FROM products WHERE id = $1`, [id]);

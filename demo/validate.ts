@@ -59,10 +59,50 @@ export function checkQuery(url: string, allowed: readonly string[]): URLSearchPa
   return params;
 }
 
-/** Parses a JSON object body. */
-export function parseJsonObject(contentType: string | undefined, text: string): Record<string, unknown> {
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A UTF-16 surrogate without its other half: JSON's `"\ud800"` decodes to one. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Refuses text Postgres cannot store, or would store as something else: a NUL character (a
+ * `text` column cannot hold U+0000) and a lone surrogate (not a character: encoding it to UTF-8
+ * turns it into U+FFFD, so two different inputs would become the same).
+ */
+export function checkText(value: string, what: string): void {
+  if (value.includes('\u0000')) throw badRequest(`${what} must not contain the NUL character (U+0000)`);
+  const surrogate = LONE_SURROGATE.exec(value);
+  if (surrogate !== null) {
+    const code = surrogate[0].charCodeAt(0).toString(16).toUpperCase();
+    throw badRequest(`${what} must be valid Unicode text: it contains a lone surrogate (\\u${code}), which is not a character`);
+  }
+}
+
+/** Every string in a parsed JSON value, keys included, through {@link checkText}. */
+function checkStrings(value: unknown, path: string): void {
+  if (typeof value === 'string') checkText(value, path);
+  else if (Array.isArray(value)) value.forEach((item, i) => checkStrings(item, `${path}[${i}]`));
+  else if (typeof value === 'object' && value !== null) {
+    for (const [key, item] of Object.entries(value)) {
+      checkText(key, `a field name in ${path}`);
+      checkStrings(item, path === 'the body' ? key : `${path}.${key}`);
+    }
+  }
+}
+
+/**
+ * Parses a JSON object body from its raw bytes: they must be UTF-8 (a decoder would otherwise
+ * turn bad bytes into U+FFFD silently), and no string in it may hold a NUL or a lone surrogate.
+ */
+export function parseJsonObject(contentType: string | undefined, bytes: ArrayBuffer | Uint8Array): Record<string, unknown> {
   if (contentType === undefined || !/^application\/json\s*(;|$)/i.test(contentType)) {
     throw badRequest('send a JSON body with Content-Type: application/json');
+  }
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw badRequest('the body is not valid UTF-8');
   }
   let body: unknown;
   try {
@@ -71,6 +111,7 @@ export function parseJsonObject(contentType: string | undefined, text: string): 
     throw badRequest('the body is not valid JSON');
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the body must be a JSON object');
+  checkStrings(body, 'the body');
   return body as Record<string, unknown>;
 }
 

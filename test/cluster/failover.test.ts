@@ -177,6 +177,11 @@ describe('failover', () => {
       expect(flow.storeErrors + flow.cache.stats().failOpen).toBeGreaterThan(0);
     }
     await cluster.restart(victim.port);
-    expect((await cluster.nodes()).find((n) => n.port === victim.port)?.role).toBe('replica');
+    // It comes back believing it is a master, until gossip tells it about the failover.
+    await until(
+      async () => ((await cluster.nodes()).find((n) => n.port === victim.port)?.role === 'replica' ? true : undefined),
+      15_000,
+      'the old master to rejoin as a replica',
+    );
   });
 });

@@ -123,7 +123,8 @@ describe('resharding', () => {
       // client would show up here as a failed (fail-open) read.
       const flow = await flowFor(driver);
       const { cache } = flow;
-      const tag = `{mid-${driver}}`;
+      // Unique per run: the cluster may be reused, and keys left in this slot would be counted.
+      const tag = `{mid-${cache.prefix.split(':')[0]}}`;
       const group = Array.from({ length: 20 }, (_, i) => `${tag}:${i}`);
       const slot = slotOf(cache.prefix + group[0]);
       await cache.setMany(group.map((key) => ({ key, value: valueOf(key), ttl: 600_000 })));

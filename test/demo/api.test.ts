@@ -244,6 +244,15 @@ describe('bad input: 400 with a JSON message, never a 500', () => {
     ['PUT', '/products/1', { body: 'price=1', headers: { 'content-type': 'text/plain' } }],
     ['PUT', '/products/1', { body: 'not json', headers: { 'content-type': 'application/json' } }],
     ['PUT', '/products/1?dry=1', { json: { price: 1 } }],
+    // Text Postgres cannot store (NUL), or would store as U+FFFD (a lone surrogate).
+    ['POST', '/login', { json: { email: 'a\u0000b@example.com', password: 'x' } }],
+    ['POST', '/login', { json: { email: 'user1@example.com', password: 'x\u0000' } }],
+    ['POST', '/login', { json: { email: '\ud800@example.com', password: 'x' } }],
+    ['POST', '/login', { json: { email: 'user1@example.com', password: '\udc00x' } }],
+    ['PUT', '/products/3', { json: { name: 'a\u0000b' } }],
+    ['PUT', '/products/3', { json: { name: '\ud800' } }],
+    ['PUT', '/products/3', { json: { name: 'pear \udc50\ud83c' } }],
+    ['PUT', '/products/3', { json: { ['na\u0000me']: 'x' } }],
   ];
 
   it.each(cases)('%s %s', async (method, path, options) => {
@@ -252,6 +261,44 @@ describe('bad input: 400 with a JSON message, never a 500', () => {
     expect(reply.headers.get('content-type')).toContain('application/json');
     expect(reply.body).toMatchObject({ error: 'bad_request' });
     expect((reply.body as { message: string }).message.length).toBeGreaterThan(10);
+  });
+
+  it('says which text is refused: NUL and lone surrogates in JSON, bytes that are not UTF-8', async () => {
+    const nul = await user.request('PUT', '/products/3', { json: { name: 'a\u0000b' } });
+    expect(nul.body).toEqual({ error: 'bad_request', message: 'name must not contain the NUL character (U+0000)' });
+    const login = await new Client(a.url).login('a\u0000b@example.com', 'x');
+    expect(login.body).toEqual({ error: 'bad_request', message: 'email must not contain the NUL character (U+0000)' });
+    // JSON.stringify escapes a lone surrogate: the service receives the text `"\ud800"`.
+    const surrogate = await user.request('PUT', '/products/3', {
+      body: '{"name":"\\ud800"}',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(surrogate.body).toEqual({
+      error: 'bad_request',
+      message: 'name must be valid Unicode text: it contains a lone surrogate (\\uD800), which is not a character',
+    });
+    // Raw bytes: 0xFF, and a surrogate encoded as if it were a character (CESU-8).
+    for (const bytes of [[0xff], [0xed, 0xa0, 0x80]]) {
+      const body = Buffer.concat([Buffer.from('{"name":"a'), Buffer.from(bytes), Buffer.from('"}')]);
+      const response = await fetch(`${a.url}/products/3`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', cookie: `sid=${user.cookie}` },
+        body,
+      });
+      expect(response.status).toBe(400);
+      expect(await response.json()).toEqual({ error: 'bad_request', message: 'the body is not valid UTF-8' });
+    }
+    // Nothing of it reached the database.
+    const three = (await user.get('/products/3')).body as ProductBody;
+    expect(three.name).not.toMatch(/^a|\ufffd/);
+  });
+
+  it('stores characters outside the BMP (a surrogate pair) as they are', async () => {
+    const name = 'Pear 🍐 lamp';
+    const put = await user.request('PUT', '/products/4', { json: { name } });
+    expect(put.status).toBe(200);
+    expect((await user.get('/products/4')).body).toMatchObject({ id: 4, name });
+    expect((await new Client(b.url).get('/products/4')).body).toMatchObject({ id: 4, name });
   });
 
   it('refuses a body over 16 KiB with 413 (JSON), and answers unknown routes with 404 (JSON)', async () => {

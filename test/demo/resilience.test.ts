@@ -206,4 +206,17 @@ describe('embedded mode: PGlite and the in-memory store', () => {
     expect((await user.get('/products/5')).body).toMatchObject({ id: 5, stock: 7 });
     expect((await user.get('/products/abc')).status).toBe(400);
   });
+
+  it('refuses NUL and lone surrogates before PGlite sees them', async () => {
+    const user = new Client(service.url);
+    expect((await user.login('user6@example.com')).status).toBe(200);
+    for (const name of ['a\u0000b', '\ud800']) {
+      const put = await user.request('PUT', '/products/8', { json: { name } });
+      expect(put.status).toBe(400);
+      expect(put.body).toMatchObject({ error: 'bad_request', message: expect.stringMatching(/^name must /) as unknown });
+    }
+    const login = await new Client(service.url).login('a\u0000b@example.com', 'x');
+    expect(login.status).toBe(400);
+    expect((await user.get('/healthz')).body).toMatchObject({ status: 'ok', postgres: { ok: true } });
+  });
 });
