@@ -29,13 +29,16 @@ export interface SessionRevokedEvent {
 export interface SessionExpiredEvent {
   readonly id: string;
   readonly userId: string;
-  /** `validate`: a token was presented after its deadline; `prune`: found while cleaning the user's index. */
+  /**
+   * `validate`: a token was presented after its deadline (until its absolute deadline, even once
+   * the store dropped the session); `prune`: found while cleaning the user's index.
+   */
   readonly detectedBy: 'validate' | 'prune';
 }
 export type InvalidTokenReason =
   /** Not a Larder token (wrong shape, length, characters). No store command was sent. */
   | 'malformed'
-  /** Well formed, but no such session (never issued, expired in the store, or revoked). */
+  /** Well formed, but no such session (never issued, revoked, or past its absolute deadline). */
   | 'unknown'
   /** The session exists but the secret does not match: someone knows an id but not its secret. */
   | 'mismatch'

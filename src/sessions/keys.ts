@@ -3,6 +3,7 @@
  * user's keys live in one slot and every script touches a single slot:
  *
  * - `<ns>:{<tag>}:s:<id>`   the session (a hash)
+ * - `<ns>:{<tag>}:t:<id>`   its tombstone (a small hash, until the absolute deadline)
  * - `<ns>:{<tag>}:u:<uref>` the user's index (a sorted set of session ids scored by expiry)
  * - `<ns>:{<tag>}:e:<uref>` the user's epoch (a counter bumped by `revokeAllForUser`)
  *
@@ -42,6 +43,11 @@ export class KeyLayout {
 
   session(ref: SessionRef): string {
     return `${this.sessionPrefix(ref.tag)}${ref.id}`;
+  }
+
+  /** Scripts derive it from the session prefix: `s:` becomes `t:`. */
+  tombstone(ref: SessionRef): string {
+    return `${this.namespace}:{${ref.tag}}:t:${ref.id}`;
   }
 
   index(user: UserRef): string {

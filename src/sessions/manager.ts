@@ -64,7 +64,12 @@ export type ValidationResult<D extends object = Record<string, unknown>> =
     }
   | {
       readonly valid: false;
-      /** `missing`: no token. `malformed`: not a Larder token (no store command sent). `unknown`: no such session, or a wrong secret. `expired`: past a deadline. */
+      /**
+       * `missing`: no token. `malformed`: not a Larder token (no store command sent). `unknown`: no
+       * such session (never issued, revoked, rotated away, past its absolute deadline), or a wrong
+       * secret. `expired`: past a deadline (reported until the absolute deadline, which is also
+       * the cookie's lifetime).
+       */
       readonly reason: 'missing' | 'malformed' | 'unknown' | 'expired';
     };
 
@@ -296,10 +301,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     }
     const now = this.#options.clock.now();
     const record = await this.#call('validate', () => this.#backend.read(parsed, now));
-    if (record === undefined) {
-      this.#invalid('unknown', parsed.id, ip);
-      return { valid: false, reason: 'unknown' };
-    }
+    if (record === undefined) return this.#missing(parsed, now, ip);
     if (!secretMatches(parsed.secret, record.hash)) {
       this.#invalid('mismatch', parsed.id, ip);
       return { valid: false, reason: 'unknown' };
@@ -313,6 +315,28 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       return { valid: true, session: this.#session(current), renewed: touched, grace: false };
     }
     return { valid: true, session: this.#session(current), renewed: false, grace: false };
+  }
+
+  /**
+   * No record: an expired session whose key the store already dropped (its tombstone says so,
+   * for its own secret only), or an unknown token.
+   */
+  async #missing(parsed: SessionRef & { secret: string }, now: number, ip: string | undefined): Promise<ValidationResult<D>> {
+    const grave = await this.#call('validate', () => this.#backend.tombstone(parsed, now));
+    if (grave === undefined) {
+      this.#invalid('unknown', parsed.id, ip);
+      return { valid: false, reason: 'unknown' };
+    }
+    if (!secretMatches(parsed.secret, grave.hash)) {
+      this.#invalid('mismatch', parsed.id, ip);
+      return { valid: false, reason: 'unknown' };
+    }
+    if (!grave.reported) {
+      const user = { tag: parsed.tag, uref: grave.uref };
+      const first = await this.#call('expire', () => this.#backend.expire(parsed, user, now));
+      if (first) this.#events.fire('expired', { id: parsed.id, userId: grave.userId, detectedBy: 'validate' });
+    }
+    return { valid: false, reason: 'expired' };
   }
 
   async #viaGrace(record: SessionRecord, now: number, ip: string | undefined): Promise<ValidationResult<D>> {

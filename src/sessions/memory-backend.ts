@@ -1,6 +1,6 @@
 /**
- * Sessions in this process, for `memoryStore()`: the same records, index, epochs and rules as
- * the Redis scripts (guarded writes, pruning, limits, grace), with expiry checked against the
+ * Sessions in this process, for `memoryStore()`: the same records, tombstones, index, epochs and
+ * rules as the Redis scripts (guarded writes, pruning, limits, grace), with expiry checked against the
  * `now` each call carries. Operations run synchronously inside one call, so they are atomic
  * the way the scripts are. Expired entries are dropped on access and by an amortized sweep, so
  * memory stays bounded by live sessions.
@@ -22,6 +22,7 @@ import {
   type RotateOutcome,
   type SessionBackend,
   type SessionRecord,
+  type Tombstone,
   type TouchInput,
   type TouchOutcome,
   type UpdateOutcome,
@@ -32,8 +33,17 @@ interface Entry {
   expiresAt: number;
 }
 
+interface Grave {
+  readonly hash: string;
+  readonly userId: string;
+  readonly uref: string;
+  readonly expiresAt: number;
+  reported: boolean;
+}
+
 interface State {
   readonly sessions: Map<string, Entry>;
+  readonly tombstones: Map<string, Grave>;
   readonly indexes: Map<string, Map<string, number>>;
   readonly epochs: Map<string, { value: number; expiresAt: number }>;
   writesSinceSweep: number;
@@ -56,7 +66,7 @@ export class MemorySessionBackend implements SessionBackend {
   constructor(store: MemoryStore, keys: KeyLayout) {
     let state = states.get(store);
     if (state === undefined) {
-      state = { sessions: new Map(), indexes: new Map(), epochs: new Map(), writesSinceSweep: 0 };
+      state = { sessions: new Map(), tombstones: new Map(), indexes: new Map(), epochs: new Map(), writesSinceSweep: 0 };
       states.set(store, state);
     }
     this.#state = state;
@@ -71,6 +81,19 @@ export class MemorySessionBackend implements SessionBackend {
   #entry(key: string, now: number): Entry | undefined {
     const entry = this.#state.sessions.get(key);
     return entry === undefined || entry.expiresAt <= now ? undefined : entry;
+  }
+
+  #grave(ref: SessionRef, now: number): Grave | undefined {
+    const grave = this.#state.tombstones.get(this.#keys.tombstone(ref));
+    return grave === undefined || grave.expiresAt <= now ? undefined : grave;
+  }
+
+  /** Marks the tombstone reported; `true` if this call did. */
+  #report(ref: SessionRef, now: number): boolean {
+    const grave = this.#grave(ref, now);
+    if (grave === undefined || grave.reported) return false;
+    grave.reported = true;
+    return true;
   }
 
   #index(user: UserRef, create: boolean): Map<string, number> | undefined {
@@ -94,6 +117,7 @@ export class MemorySessionBackend implements SessionBackend {
       if (score <= now) {
         index.delete(id);
         this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
+        this.#report({ tag: user.tag, id }, now);
         gone.push(id);
       }
     }
@@ -103,9 +127,10 @@ export class MemorySessionBackend implements SessionBackend {
   /** Drops expired entries once the writes since the last sweep outnumber the live entries. */
   #maybeSweep(now: number): void {
     const state = this.#state;
-    if (++state.writesSinceSweep < Math.max(1_000, state.sessions.size)) return;
+    if (++state.writesSinceSweep < Math.max(1_000, state.sessions.size + state.tombstones.size)) return;
     state.writesSinceSweep = 0;
     for (const [key, entry] of state.sessions) if (entry.expiresAt <= now) state.sessions.delete(key);
+    for (const [key, grave] of state.tombstones) if (grave.expiresAt <= now) state.tombstones.delete(key);
     for (const [key, index] of state.indexes) {
       if (index.size === 0 || maxScore(index) <= now) state.indexes.delete(key);
     }
@@ -115,6 +140,13 @@ export class MemorySessionBackend implements SessionBackend {
   async read(ref: SessionRef): Promise<SessionRecord | undefined> {
     const entry = this.#state.sessions.get(this.#keys.session(ref));
     return entry === undefined ? undefined : recordFrom(ref, new Map(entry.fields));
+  }
+
+  async tombstone(ref: SessionRef, now: number): Promise<Tombstone | undefined> {
+    const grave = this.#grave(ref, now);
+    return grave === undefined
+      ? undefined
+      : { hash: grave.hash, userId: grave.userId, uref: grave.uref, reported: grave.reported };
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {
@@ -134,6 +166,8 @@ export class MemorySessionBackend implements SessionBackend {
         const entry = this.#entry(this.#keys.session({ tag: user.tag, id }), now);
         if (entry === undefined) {
           index.delete(id);
+          this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
+          this.#report({ tag: user.tag, id }, now);
           expired.push(id);
         } else aged.push([id, Number(entry.fields.get('c'))]);
       }
@@ -145,6 +179,7 @@ export class MemorySessionBackend implements SessionBackend {
         aged.sort((x, y) => (x[1] === y[1] ? (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0) : x[1] - y[1]));
         for (const [id] of aged.slice(0, aged.length - input.limit + 1)) {
           this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
+          this.#state.tombstones.delete(this.#keys.tombstone({ tag: user.tag, id }));
           index.delete(id);
           evicted.push(id);
         }
@@ -162,6 +197,13 @@ export class MemorySessionBackend implements SessionBackend {
     if (input.userAgent !== undefined && input.userAgent !== '') fields.set('ua', input.userAgent);
     for (const [k, json] of input.data) fields.set(DATA_PREFIX + k, json);
     this.#state.sessions.set(key, { fields, expiresAt: Math.max(now + 1, input.expiresAt) });
+    this.#state.tombstones.set(this.#keys.tombstone({ tag: user.tag, id: input.id }), {
+      hash: input.hash,
+      userId: input.userId,
+      uref: user.uref,
+      expiresAt: Math.max(now + 1, input.absoluteAt),
+      reported: false,
+    });
     index.set(input.id, input.expiresAt);
     return { status: 'ok', expired, evicted };
   }
@@ -223,6 +265,14 @@ export class MemorySessionBackend implements SessionBackend {
     if (input.ip !== undefined && input.ip !== '') fields.set('ip', input.ip);
     if (input.userAgent !== undefined && input.userAgent !== '') fields.set('ua', input.userAgent);
     this.#state.sessions.set(newKey, { fields, expiresAt });
+    this.#state.tombstones.delete(this.#keys.tombstone(input.old));
+    this.#state.tombstones.set(this.#keys.tombstone({ tag: input.old.tag, id: input.id }), {
+      hash: input.hash,
+      userId: fields.get('u') ?? '',
+      uref: fields.get('x') ?? '',
+      expiresAt: Math.max(now + 1, Number(fields.get('a'))),
+      reported: false,
+    });
     const index = this.#index(input.user, true)!;
     index.delete(input.old.id);
     index.set(input.id, expiresAt);
@@ -241,21 +291,24 @@ export class MemorySessionBackend implements SessionBackend {
     const key = this.#keys.session(ref);
     const successor = this.#state.sessions.get(key)?.fields.get('n');
     if (this.#state.sessions.delete(key)) removed.push(ref.id);
+    this.#state.tombstones.delete(this.#keys.tombstone(ref));
     const index = this.#index(user, false);
     index?.delete(ref.id);
     if (successor !== undefined) {
       const successorKey = this.#keys.session({ tag: ref.tag, id: successor });
       if (this.#state.sessions.delete(successorKey)) removed.push(successor);
+      this.#state.tombstones.delete(this.#keys.tombstone({ tag: ref.tag, id: successor }));
       index?.delete(successor);
     }
     this.#settle(user);
     return removed;
   }
 
-  async expire(ref: SessionRef, user: UserRef): Promise<boolean> {
+  async expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean> {
     const deleted = this.#state.sessions.delete(this.#keys.session(ref));
     const unindexed = this.#index(user, false)?.delete(ref.id) ?? false;
     this.#settle(user);
+    if (this.#grave(ref, now) !== undefined) return this.#report(ref, now);
     return deleted || unindexed;
   }
 
@@ -273,6 +326,7 @@ export class MemorySessionBackend implements SessionBackend {
       for (const [id, score] of [...index]) {
         if (id === keep) continue;
         this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
+        this.#state.tombstones.delete(this.#keys.tombstone({ tag: user.tag, id }));
         index.delete(id);
         (score <= now ? expired : revoked).push(id);
       }
@@ -295,6 +349,8 @@ export class MemorySessionBackend implements SessionBackend {
       const entry = this.#entry(this.#keys.session({ tag: user.tag, id }), now);
       if (entry === undefined) {
         index.delete(id);
+        this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
+        this.#report({ tag: user.tag, id }, now);
         expired.push(id);
         continue;
       }

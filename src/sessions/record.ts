@@ -7,6 +7,11 @@
  * deadline · `ip`, `ua` · `n` successor id and `g` grace end (a rotated-away token) ·
  * `d:<key>` one JSON value per top-level data key (so concurrent writes of different keys merge).
  *
+ * A tombstone (`h` secret hash · `u` user id · `x` user ref · `r` set once the expiry was
+ * reported) is written with every session and lives until its absolute deadline, the longest
+ * the cookie can come back. When the session itself is gone from the store (its TTL is its
+ * deadline), the tombstone tells an expired token from an unknown one. Revocation deletes it.
+ *
  * @module
  */
 import type { SessionRef, UserRef } from './keys.js';
@@ -61,6 +66,23 @@ export function recordFrom(ref: SessionRef, fields: ReadonlyMap<string, string>)
     graceUntil: graceUntil !== undefined && Number.isFinite(graceUntil) ? graceUntil : undefined,
     data,
   };
+}
+
+/** What is left of a session past its deadline: enough to say "expired" to its own token only. */
+export interface Tombstone {
+  readonly hash: string;
+  readonly userId: string;
+  readonly uref: string;
+  /** The expiry was already reported (by a validation or an index prune). */
+  readonly reported: boolean;
+}
+
+export function tombstoneFrom(fields: ReadonlyMap<string, string>): Tombstone | undefined {
+  const hash = fields.get('h');
+  const userId = fields.get('u');
+  const uref = fields.get('x');
+  if (hash === undefined || userId === undefined || uref === undefined) return undefined;
+  return { hash, userId, uref, reported: fields.has('r') };
 }
 
 /** A session in a user's listing (no hash, no data). */
@@ -136,6 +158,8 @@ export type RotateOutcome = 'ok' | 'gone' | 'rotated' | 'collision';
 export interface SessionBackend {
   /** The record, or `undefined`. Never writes. */
   read(ref: SessionRef, now: number): Promise<SessionRecord | undefined>;
+  /** The session's tombstone while it lasts (until the absolute deadline), or `undefined`. Never writes. */
+  tombstone(ref: SessionRef, now: number): Promise<Tombstone | undefined>;
   create(input: CreateInput): Promise<CreateOutcome>;
   /** Renews last-seen and TTL only if the session exists and is due; prunes the user's index. */
   touch(input: TouchInput): Promise<TouchOutcome>;
@@ -148,9 +172,12 @@ export interface SessionBackend {
     now: number,
   ): Promise<UpdateOutcome>;
   rotate(input: RotateInput): Promise<RotateOutcome>;
-  /** Deletes the session (and, for a rotated-away token, its successor). Returns the ids deleted. */
+  /** Deletes the session and its tombstone (and, for a rotated-away token, its successor's). Returns the ids deleted. */
   remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]>;
-  /** Deletes a session found expired by its timestamps; `true` only for the caller that removed it. */
+  /**
+   * Deletes a session found past a deadline (or already gone from the store) and marks its
+   * tombstone reported; `true` only for the one caller that reports the expiry.
+   */
   expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean>;
   /** Deletes every session of the user except `keep`; bumps the epoch when asked. */
   removeAll(

@@ -1,6 +1,7 @@
 /**
- * Sessions on Redis: one hash per session, one sorted set (index) and one counter (epoch) per
- * user, all under the user's hash tag. Every write is a Lua script touching one slot, and every
+ * Sessions on Redis: one hash per session, a small tombstone hash per session that outlives it
+ * until its absolute deadline (so an expired token reads as expired, not unknown), one sorted set
+ * (index) and one counter (epoch) per user, all under the user's hash tag. Every write is a Lua script touching one slot, and every
  * write to a session first checks it still exists, so nothing a slow request does can bring a
  * revoked session back. Reads are a single `HGETALL`. Nothing ever scans the keyspace.
  *
@@ -15,6 +16,7 @@ import { KeyLayout, type SessionRef, type UserRef } from './keys.js';
 import {
   DATA_PREFIX,
   recordFrom,
+  tombstoneFrom,
   type CreateInput,
   type CreateOutcome,
   type ListedRecord,
@@ -22,14 +24,23 @@ import {
   type RotateOutcome,
   type SessionBackend,
   type SessionRecord,
+  type Tombstone,
   type TouchInput,
   type TouchOutcome,
   type UpdateOutcome,
 } from './record.js';
 
-/** Shared helpers: keep the index's TTL at its latest member's expiry; drop expired members. */
+/**
+ * Shared helpers: keep the index's TTL at its latest member's expiry; drop expired members and
+ * mark their tombstones as reported (the caller reports them as expired).
+ */
 const HELPERS = `
 local function ms(x) return string.format('%d', x) end
+local function tomb(prefix, id) return string.sub(prefix, 1, -3) .. 't:' .. id end
+local function reported(t)
+  if redis.call('EXISTS', t) == 0 then return 0 end
+  return redis.call('HSETNX', t, 'r', '1')
+end
 local function settle(idx, now)
   local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
   if #top == 0 then return end
@@ -42,6 +53,7 @@ local function prune(idx, prefix, now)
   for i = 1, #gone do
     redis.call('ZREM', idx, gone[i])
     redis.call('DEL', prefix .. gone[i])
+    reported(tomb(prefix, gone[i]))
   end
   return gone
 end
@@ -74,6 +86,7 @@ if limit > 0 then
         aged[#aged + 1] = {members[i], tonumber(c)}
       else
         redis.call('ZREM', idx, members[i])
+        reported(tomb(prefix, members[i]))
         expired[#expired + 1] = members[i]
       end
     end
@@ -87,7 +100,7 @@ if limit > 0 then
         return x[2] < y[2]
       end)
       for i = 1, #aged - limit + 1 do
-        redis.call('DEL', prefix .. aged[i][1])
+        redis.call('DEL', prefix .. aged[i][1], tomb(prefix, aged[i][1]))
         redis.call('ZREM', idx, aged[i][1])
         evicted[#evicted + 1] = aged[i][1]
       end
@@ -101,6 +114,9 @@ for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', skey, unpack(fields))
 local exp = tonumber(ARGV[8])
 redis.call('PEXPIRE', skey, ms(math.max(1, exp - now)))
+local t = tomb(prefix, ARGV[3])
+redis.call('HSET', t, 'h', ARGV[4], 'u', ARGV[5], 'x', ARGV[6])
+redis.call('PEXPIRE', t, ms(math.max(1, tonumber(ARGV[7]) - now)))
 redis.call('ZADD', idx, ms(exp), ARGV[3])
 settle(idx, now)
 return {'ok', expired, evicted}
@@ -160,7 +176,10 @@ if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
 return 'ok'
 `);
 
-/** KEYS: old session, new session, index. ARGV: now, old id, new id, new hash, expiresAt, graceUntil, ip, ua. */
+/**
+ * KEYS: old session, new session, index, old tombstone, new tombstone. ARGV: now, old id, new id,
+ * new hash, expiresAt, graceUntil, ip, ua.
+ */
 const ROTATE = lua(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
 if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return 'rotated' end
@@ -168,10 +187,12 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 'collision' end
 local now = tonumber(ARGV[1])
 local all = redis.call('HGETALL', KEYS[1])
 local fields = {}
-local a
+local a, u, x
 for i = 1, #all, 2 do
   local f = all[i]
   if f == 'a' then a = tonumber(all[i + 1]) end
+  if f == 'u' then u = all[i + 1] end
+  if f == 'x' then x = all[i + 1] end
   if f ~= 'h' and f ~= 'l' and not (f == 'ip' and ARGV[7] ~= '') and not (f == 'ua' and ARGV[8] ~= '') then
     fields[#fields + 1] = f
     fields[#fields + 1] = all[i + 1]
@@ -186,6 +207,11 @@ if a and a < exp then exp = a end
 if exp <= now then return 'gone' end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ms(exp - now))
+redis.call('DEL', KEYS[4])
+if a and u and x then
+  redis.call('HSET', KEYS[5], 'h', ARGV[4], 'u', u, 'x', x)
+  redis.call('PEXPIRE', KEYS[5], ms(math.max(1, a - now)))
+end
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ms(exp), ARGV[3])
 local grace = tonumber(ARGV[6])
@@ -200,25 +226,34 @@ settle(KEYS[3], now)
 return 'ok'
 `);
 
-/** KEYS: session, index. ARGV: prefix, id, now. Also deletes the successor of a rotated-away token. */
+/**
+ * KEYS: session, index, tombstone. ARGV: prefix, id, now. Also deletes the successor of a
+ * rotated-away token. A revoked session leaves no tombstone: its token reads as unknown.
+ */
 const REMOVE = lua(`
 local removed = {}
 local n = redis.call('HGET', KEYS[1], 'n')
 if redis.call('DEL', KEYS[1]) == 1 then removed[#removed + 1] = ARGV[2] end
+redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[2], ARGV[2])
 if n then
   if redis.call('DEL', ARGV[1] .. n) == 1 then removed[#removed + 1] = n end
+  redis.call('DEL', tomb(ARGV[1], n))
   redis.call('ZREM', KEYS[2], n)
 end
 settle(KEYS[2], tonumber(ARGV[3]))
 return removed
 `);
 
-/** KEYS: session, index. ARGV: id, now. 1 only for the caller that removed it. */
+/**
+ * KEYS: session, index, tombstone. ARGV: id, now. Deletes a session found past a deadline and
+ * keeps its tombstone, marked reported. 1 only for the one caller that reports the expiry.
+ */
 const EXPIRE = lua(`
 local d = redis.call('DEL', KEYS[1])
 local z = redis.call('ZREM', KEYS[2], ARGV[1])
 settle(KEYS[2], tonumber(ARGV[2]))
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('HSETNX', KEYS[3], 'r', '1') end
 if d + z > 0 then return 1 end
 return 0
 `);
@@ -231,7 +266,7 @@ local revoked, expired = {}, {}
 for i = 1, #members, 2 do
   local m = members[i]
   if m ~= ARGV[3] then
-    redis.call('DEL', ARGV[1] .. m)
+    redis.call('DEL', ARGV[1] .. m, tomb(ARGV[1], m))
     redis.call('ZREM', KEYS[1], m)
     if tonumber(members[i + 1]) <= now then expired[#expired + 1] = m else revoked[#revoked + 1] = m end
   end
@@ -256,6 +291,7 @@ for i = 1, #members, 2 do
     out[#out + 1] = {members[i], members[i + 1], f[1], f[2], f[3], f[4] or '', f[5] or ''}
   else
     redis.call('ZREM', KEYS[1], members[i])
+    reported(tomb(ARGV[1], members[i]))
     expired[#expired + 1] = members[i]
   end
 end
@@ -299,6 +335,15 @@ export class RedisSessionBackend implements SessionBackend {
     });
     const fields = fieldMap(reply);
     return fields.size === 0 ? undefined : recordFrom(ref, fields);
+  }
+
+  async tombstone(ref: SessionRef): Promise<Tombstone | undefined> {
+    const key = this.#keys.tombstone(ref);
+    const reply = await this.#store.run(() => this.#store.driver.send(['HGETALL', key], key, false), {
+      command: 'HGETALL',
+      keys: [key],
+    });
+    return tombstoneFrom(fieldMap(reply));
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {
@@ -368,9 +413,16 @@ export class RedisSessionBackend implements SessionBackend {
   }
 
   async rotate(input: RotateInput): Promise<RotateOutcome> {
+    const next = { tag: input.old.tag, id: input.id };
     const reply = await this.#store.script(
       ROTATE,
-      [this.#keys.session(input.old), this.#keys.session({ tag: input.old.tag, id: input.id }), this.#keys.index(input.user)],
+      [
+        this.#keys.session(input.old),
+        this.#keys.session(next),
+        this.#keys.index(input.user),
+        this.#keys.tombstone(input.old),
+        this.#keys.tombstone(next),
+      ],
       [
         ms(input.now),
         input.old.id,
@@ -388,14 +440,18 @@ export class RedisSessionBackend implements SessionBackend {
   async remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]> {
     const reply = await this.#store.script(
       REMOVE,
-      [this.#keys.session(ref), this.#keys.index(user)],
+      [this.#keys.session(ref), this.#keys.index(user), this.#keys.tombstone(ref)],
       [this.#keys.sessionPrefix(ref.tag), ref.id, ms(now)],
     );
     return strings(reply);
   }
 
   async expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean> {
-    const reply = await this.#store.script(EXPIRE, [this.#keys.session(ref), this.#keys.index(user)], [ref.id, ms(now)]);
+    const reply = await this.#store.script(
+      EXPIRE,
+      [this.#keys.session(ref), this.#keys.index(user), this.#keys.tombstone(ref)],
+      [ref.id, ms(now)],
+    );
     return Number(reply) === 1;
   }
 

@@ -20,7 +20,8 @@ import { userRef } from '../../src/sessions/keys.js';
 import { formatToken, hashSecret, newId, newSecret, parseToken } from '../../src/sessions/token.js';
 import type { Store } from '../../src/stores/store.js';
 import { startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { commandStats, ManualClock, statsDelta, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
+import { commandStats, ManualClock, sleep, statsDelta, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
+import { systemClock } from '../../src/core/clock.js';
 import { FRAMEWORKS, RAW_HEADERS, startApp, type Framework, type TestApp, type TestData } from './apps.js';
 import {
   closeAll,
@@ -207,6 +208,33 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect([...statuses]).toEqual([200]);
     clock.advance(IDLE / 2 + 1_000);
     expect((await http(app.url, '/me', { cookie: active.cookie })).status).toBe(401);
+  });
+
+  it('C.15 on real time: a cookie whose session Redis already dropped is reported expired (not invalid), cleared, and raises no brute-force signal', async () => {
+    const real = await another({
+      clock: systemClock,
+      idleTimeout: 300,
+      absoluteTimeout: 1_500,
+      bruteForce: { threshold: 2, windowMs: 60_000 },
+    });
+    const seen = record(real.sessions);
+    const started = Date.now();
+    const { cookie, token } = await login('alice', real.app);
+    const { tag, id } = parseToken(token)!;
+    await sleep(500);
+    expect(await inspector.exists(`${real.sessions.options.namespace}:{${tag}}:s:${id}`)).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      const res = await http(real.app.url, '/public', { cookie });
+      expect(res.body).toEqual({ status: 'expired', user: null });
+      expect(res.setCookies).toEqual([`__Host-sid=; Max-Age=0; ${COOKIE_ATTRIBUTES}`]);
+    }
+    expect((await http(real.app.url, '/me', { cookie })).status).toBe(401);
+    expect(seen.expired).toEqual([{ id, userId: 'alice', detectedBy: 'validate' }]);
+    expect(seen.invalid).toEqual([]);
+    expect(seen['brute-force']).toEqual([]);
+    // Past the absolute deadline the browser no longer sends it; if something does, it is unknown.
+    await sleep(Math.max(0, started + 1_600 - Date.now()));
+    expect((await http(real.app.url, '/public', { cookie })).body).toEqual({ status: 'invalid', user: null });
   });
 
   it('C.18: throttled renewal: 100 requests write to Redis once (INFO commandstats)', async () => {

@@ -16,7 +16,7 @@ import { userRef } from '../../src/sessions/keys.js';
 import { formatToken, newId, newSecret, parseToken } from '../../src/sessions/token.js';
 import { slotOf } from '../../src/stores/slot.js';
 import type { Store } from '../../src/stores/store.js';
-import { ManualClock, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
+import { ManualClock, sleep, uniqueNamespace, type NodeRedis } from '../helpers/redis.js';
 import { closeAll, DRIVERS, nodeRedis, record, SECRET, sessionsOn, storeFor, type Driver } from './helpers.js';
 
 const MIN = 60_000;
@@ -126,9 +126,59 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     expect((await sessions.validate(token, { touch: false })).valid).toBe(true);
     clock.advance(2_000);
     expect(await sessions.validate(token)).toEqual({ valid: false, reason: 'expired' });
-    expect(await sessions.validate(token)).toEqual({ valid: false, reason: 'unknown' });
+    // Still expired (not unknown) when presented again; reported once.
+    expect(await sessions.validate(token)).toEqual({ valid: false, reason: 'expired' });
     expect(events.expired).toHaveLength(1);
     expect(events.expired[0]).toMatchObject({ userId: 'alice', detectedBy: 'validate' });
+    expect(events.invalid).toEqual([]);
+    // Only the tombstone is left: no data, no metadata.
+    expect((await keys()).filter((key) => !key.includes(':t:'))).toEqual([]);
+    // An expiry found while cleaning the user's index is reported there, and not again.
+    const other = await sessions.create('alice');
+    clock.advance(IDLE + 1);
+    expect(await sessions.listForUser('alice')).toEqual([]);
+    expect(await sessions.validate(other.token)).toEqual({ valid: false, reason: 'expired' });
+    expect(events.expired.map((e) => e.detectedBy)).toEqual(['validate', 'prune']);
+  });
+
+  it('C.15 on real time: a session whose key Redis already dropped reads as expired, not unknown, until its absolute deadline', async () => {
+    const sessions = await sessionsOn<Data>(store, {
+      namespace,
+      idleTimeout: 300,
+      absoluteTimeout: 1_500,
+      bruteForce: { threshold: 2, windowMs: 60_000 },
+    });
+    const events = record(sessions);
+    const started = Date.now();
+    const [a, b] = await Promise.all([sessions.create('alice', { data: { role: 'x' } }), sessions.create('alice')]);
+    const c = await sessions.create('bob');
+    await sleep(500);
+    // Redis dropped the session keys on their own (TTL = idle deadline).
+    expect((await keys()).filter((key) => key.includes(':s:'))).toEqual([]);
+    const results = [];
+    for (const issued of [a, b, c, a, b, c]) results.push(await sessions.validate(issued.token, { ip: '198.51.100.7' }));
+    expect(results).toEqual(results.map(() => ({ valid: false, reason: 'expired' })));
+    const byId = (x: { id: string }, y: { id: string }) => x.id.localeCompare(y.id);
+    expect([...events.expired].sort(byId)).toEqual(
+      [
+        { id: a.session.id, userId: 'alice', detectedBy: 'validate' },
+        { id: b.session.id, userId: 'alice', detectedBy: 'validate' },
+        { id: c.session.id, userId: 'bob', detectedBy: 'validate' },
+      ].sort(byId),
+    );
+    // Returning users are not attackers: no invalid token, no brute-force signal.
+    expect(events.invalid).toEqual([]);
+    expect(events['brute-force']).toEqual([]);
+    // The tombstone answers only to its own secret.
+    const { tag, id } = parseToken(a.token)!;
+    expect(await sessions.validate(formatToken(tag, id, newSecret()), { ip: '198.51.100.8' })).toEqual({
+      valid: false,
+      reason: 'unknown',
+    });
+    expect(events.invalid).toEqual([{ reason: 'mismatch', id, ip: '198.51.100.8' }]);
+    // Past the absolute deadline (the cookie's Max-Age) nothing is left.
+    await sleep(Math.max(0, started + 1_600 - Date.now()));
+    expect(await sessions.validate(a.token)).toEqual({ valid: false, reason: 'unknown' });
     expect(await keys()).toEqual([]);
   });
 
@@ -319,7 +369,8 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     expect(await sessions.listForUser('alice')).toEqual([]);
     expect(events.expired).toHaveLength(n);
     expect(events.expired.every((e) => e.detectedBy === 'prune')).toBe(true);
-    expect(await keys()).toEqual([]);
+    // Only tombstones are left, each expiring with its session's absolute deadline.
+    expect((await keys()).filter((key) => !key.includes(':t:'))).toEqual([]);
   }, 60_000);
 
   it('C.26: listForUser returns metadata and the current flag, never a hash, token or data', async () => {
@@ -616,7 +667,7 @@ describe.each(['redis', 'ioredis'] as const)('session layout in Redis over %s', 
     const found = await keys();
     expect(found.map((k) => k.split(':')[1])).toEqual(found.map(() => `{${userRef(SECRET, 'alice').tag}}`));
     expect(new Set(found.map(slotOf)).size).toBe(1);
-    expect(found.map((k) => k.split(':')[2]!).sort((a, b) => a.localeCompare(b))).toEqual(['e', 's', 'u']);
+    expect(found.map((k) => k.split(':')[2]!).sort((a, b) => a.localeCompare(b))).toEqual(['e', 's', 't', 'u']);
   });
 
   it('C.17: after a renewal near the absolute deadline the key TTL is within the remaining lifetime', async () => {
@@ -661,7 +712,15 @@ describe.each(['redis', 'ioredis'] as const)('session layout in Redis over %s', 
     expect(pttl).toBeLessThanOrEqual(60_000);
     clock.advance(60_001);
     expect(await sessions.listForUser('alice')).toEqual([]);
-    expect(await keys()).toEqual([]);
+    const left = await keys();
+    expect(left.filter((key) => !key.includes(':t:'))).toEqual([]);
+    expect(left).toHaveLength(500);
+    for (const key of left.slice(0, 5)) {
+      expect(Object.keys(await redis.hGetAll(key)).sort()).toEqual(['h', 'r', 'u', 'x']);
+      const ttl = await redis.pTTL(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(120_000);
+    }
   });
 
   it('a Redis store without a secret is refused', async () => {
