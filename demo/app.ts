@@ -98,6 +98,54 @@ function toProfile(row: Row): Profile {
 const error = (c: Context, status: 400 | 401 | 403 | 404 | 413 | 500 | 503, code: string, message: string) =>
   c.json({ error: code, message }, status, { 'Cache-Control': 'no-store' });
 
+/** How long `/healthz` waits for `SELECT 1`. */
+export const PING_TIMEOUT_MS = 2_000;
+
+class PingTimeout extends Error {
+  override readonly name = 'PingTimeout';
+}
+
+/** `database.ping()`, given up after {@link PING_TIMEOUT_MS} (a hung database must not hang the probe). */
+async function ping(database: Database): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PingTimeout(`SELECT 1 took over ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([database.ping(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/** `/products/:id` → a RegExp matching one path of that shape. */
+function routePattern(path: string): RegExp {
+  const source = path
+    .split('/')
+    .map((segment) =>
+      segment === '*' ? '.*' : segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/');
+  return new RegExp(`^${source}$`);
+}
+
+/**
+ * The methods some route answers at `pathname` (`HEAD` with `GET`, as Hono does), for a `405`
+ * with `Allow`. Middleware and mounted apps (method `ALL`) do not count: a mounted app answers
+ * every method itself.
+ */
+function allowedMethods(app: DemoApp, pathname: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === 'ALL' || !routePattern(route.path).test(pathname)) continue;
+    methods.add(route.method);
+    if (route.method === 'GET') methods.add('HEAD');
+  }
+  return [...methods].sort((x, y) => METHOD_ORDER.indexOf(x) - METHOD_ORDER.indexOf(y));
+}
+
 /** Keys read per cache mode, and how many of them the database had to answer. */
 export type ReadCounters = Record<CacheMode, { keys: number; loaded: number }>;
 
@@ -301,14 +349,26 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     return c.json(toProduct(row), 200, { 'Cache-Control': 'no-store' });
   });
 
+  // The database's error text stays in the log: it can name hosts, users, schemas or tables.
+  let lastPingError: string | undefined;
   app.get('/healthz', async (c) => {
     checkQuery(c.req.url, []);
     const { database, redis, cache } = services;
-    let postgres: { ok: boolean; latencyMs?: number; error?: string };
+    let postgres: { ok: boolean; latencyMs?: number; reason?: string };
     try {
-      postgres = { ok: true, latencyMs: Math.round((await database.ping()) * 100) / 100 };
+      postgres = { ok: true, latencyMs: Math.round((await ping(database)) * 100) / 100 };
+      if (lastPingError !== undefined) services.log('Postgres: answering /healthz again');
+      lastPingError = undefined;
     } catch (cause) {
-      postgres = { ok: false, error: cause instanceof Error ? cause.message : String(cause) };
+      const timedOut = cause instanceof PingTimeout;
+      postgres = {
+        ok: false,
+        reason: timedOut ? `no answer within ${PING_TIMEOUT_MS} ms` : 'the check query failed (details in the service log)',
+      };
+      const detail = cause instanceof Error ? cause.message : String(cause);
+      // Once per distinct error, not once per probe.
+      if (detail !== lastPingError) services.log(`Postgres: /healthz check failed: ${detail}`);
+      lastPingError = detail;
     }
     const store = cache.store.status();
     const redisOk = redis.mode === 'memory' || (redis.ready() && store.breaker !== 'open');
@@ -352,7 +412,18 @@ export function createApp(services: Services, extensions: readonly Extension[] =
     if (!extensionRoutes.includes(line)) extensionRoutes.push(line);
   }
 
-  app.notFound((c) => error(c, 404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`));
+  app.notFound((c) => {
+    const pathname = new URL(c.req.url).pathname;
+    const allowed = allowedMethods(app, pathname);
+    if (allowed.length > 0) {
+      return c.json(
+        { error: 'method_not_allowed', message: `${pathname} takes ${allowed.join(', ')}, not ${c.req.method}` },
+        405,
+        { Allow: allowed.join(', '), 'Cache-Control': 'no-store' },
+      );
+    }
+    return error(c, 404, 'not_found', `no route for ${c.req.method} ${pathname}`);
+  });
   app.onError((cause, c) => {
     if (cause instanceof HttpError) return error(c, cause.status, cause.code, cause.message);
     if (isLarderError(cause, 'E_SESSION_STORE')) {

@@ -308,8 +308,33 @@ describe('bad input: 400 with a JSON message, never a 500', () => {
     const nowhere = await user.get('/nowhere');
     expect(nowhere.status).toBe(404);
     expect(nowhere.body).toMatchObject({ error: 'not_found' });
-    const wrongMethod = await user.request('DELETE', '/products/1');
-    expect(wrongMethod.status).toBe(404);
+  });
+
+  it('answers a known route with an unsupported method with 405 and Allow (JSON)', async () => {
+    const wrongMethods: [string, string, string][] = [
+      ['DELETE', '/products/1', 'GET, HEAD, PUT'],
+      ['PATCH', '/products/1', 'GET, HEAD, PUT'],
+      ['POST', '/products', 'GET, HEAD'],
+      ['GET', '/login', 'POST'],
+      ['PUT', '/logout', 'POST'],
+      ['POST', '/healthz', 'GET, HEAD'],
+      ['DELETE', '/profile', 'GET, HEAD'],
+      ['OPTIONS', '/stats', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of wrongMethods) {
+      const reply = await user.request(method, path);
+      expect({ method, path, status: reply.status, allow: reply.headers.get('allow') }).toEqual({
+        method,
+        path,
+        status: 405,
+        allow,
+      });
+      expect(reply.body).toEqual({ error: 'method_not_allowed', message: `${path} takes ${allow}, not ${method}` });
+    }
+    // HEAD goes wherever GET does; an unknown path is still a 404.
+    expect((await fetch(`${a.url}/products/1`, { method: 'HEAD' })).status).toBe(200);
+    expect((await user.request('DELETE', '/products/1/extra')).status).toBe(404);
+    expect((await user.request('DELETE', '/nowhere')).status).toBe(404);
   });
 
   it('left the product untouched', async () => {

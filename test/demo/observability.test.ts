@@ -66,11 +66,14 @@ describe('GET /metrics', () => {
     expect(sampleValue(after, 'larder_store_breaker_state', { cache: name, store: 'redis' })).toBe(0);
   });
 
-  it('answers bad input in JSON', async () => {
+  it('answers bad input and wrong methods in JSON', async () => {
     const client = new Client(service.url);
     const query = await client.get('/metrics?name=x');
     expect(query.status).toBe(400);
     expect(query.body).toMatchObject({ error: 'bad_request' });
+    const post = await client.request('POST', '/metrics');
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
   });
 });
 

@@ -4,6 +4,7 @@
  * the in-memory store, with nothing answering where Redis would be).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PING_TIMEOUT_MS } from '../../demo/app.js';
 import { openDatabase } from '../../demo/db.js';
 import { observability } from '../../demo/observability.js';
 import { seed } from '../../demo/seed.js';
@@ -125,7 +126,8 @@ describe('with Postgres gone', () => {
   it('serves what is cached, answers 503 (JSON) for the rest, and /healthz says so', async () => {
     const database = await openDatabase({ url: DATABASE_URL, schema, poolSize: 2, pgliteDir: undefined });
     await seed(database, { schema, users: SEED_USERS, products: SEED_PRODUCTS, password: PASSWORD });
-    const service = await startTestService(testEnv(schema), {}, { database });
+    const logged: string[] = [];
+    const service = await startTestService(testEnv(schema), {}, { database, log: (line) => logged.push(line) });
     try {
       const client = new Client(service.url);
       const cached = await client.get('/products/11');
@@ -142,9 +144,41 @@ describe('with Postgres gone', () => {
       expect(bulk.status).toBe(503);
       const health = await client.get('/healthz');
       expect(health.status).toBe(503);
-      expect(health.body).toMatchObject({ status: 'down', postgres: { ok: false } });
+      expect(health.body).toMatchObject({
+        status: 'down',
+        postgres: { ok: false, reason: 'the check query failed (details in the service log)' },
+      });
+      // The driver's own words go to the log, not to whoever asks /healthz.
+      const detail = 'Cannot use a pool after calling end on the pool';
+      expect(JSON.stringify(health.body)).not.toContain(detail);
+      expect(Object.keys((health.body as { postgres: object }).postgres)).not.toContain('error');
+      await client.get('/healthz');
+      expect(logged.filter((line) => line.startsWith('Postgres: /healthz'))).toEqual([
+        `Postgres: /healthz check failed: ${detail}`,
+      ]);
     } finally {
       await service.close();
+    }
+  });
+
+  it('gives /healthz a bounded wait when the database hangs', async () => {
+    const database = await openDatabase({ url: DATABASE_URL, schema, poolSize: 2, pgliteDir: undefined });
+    const logged: string[] = [];
+    const hung = { ...database, ping: () => new Promise<number>(() => undefined) };
+    const service = await startTestService(testEnv(schema), {}, { database: hung, log: (line) => logged.push(line) });
+    try {
+      const started = Date.now();
+      const health = await new Client(service.url).get('/healthz');
+      expect(Date.now() - started).toBeLessThan(PING_TIMEOUT_MS + 1_500);
+      expect(health.status).toBe(503);
+      expect(health.body).toMatchObject({
+        status: 'down',
+        postgres: { ok: false, reason: `no answer within ${PING_TIMEOUT_MS} ms` },
+      });
+      expect(logged).toContain(`Postgres: /healthz check failed: SELECT 1 took over ${PING_TIMEOUT_MS} ms`);
+    } finally {
+      await service.close();
+      await database.close();
     }
   });
 });
