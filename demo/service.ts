@@ -49,25 +49,67 @@ export interface StartOptions {
   readonly log?: (message: string) => void;
 }
 
-/** Sends `PING` over a raw socket: true when something answers like Redis within `timeoutMs`. */
-function probeRedis(url: string, timeoutMs: number): Promise<boolean> {
+/** What answered a `PING` at Redis' address. */
+type Probe = { readonly kind: 'up' } | { readonly kind: 'down' } | { readonly kind: 'refused'; readonly reply: string };
+
+/**
+ * An error reply that means "you may not": no password or a wrong one (`NOAUTH`, `WRONGPASS`,
+ * `ERR AUTH ... without any password configured`), an ACL user lacking permissions (`NOPERM`),
+ * protected mode (`DENIED`). Retrying cannot fix any of them.
+ */
+const REFUSAL = /^(NOAUTH|WRONGPASS|NOPERM|DENIED)\b|^ERR\b.*\b(AUTH|password)\b/i;
+
+/**
+ * Sends `PING` over a raw socket. `up` when Redis answers it (`+PONG`, or a passing state such as
+ * `-LOADING`), `refused` when it answers with a {@link REFUSAL}, `down` when nothing answers
+ * like Redis within `timeoutMs`.
+ */
+function probeRedis(url: string, timeoutMs: number): Promise<Probe> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve) => {
     const socket = new Socket();
-    const done = (ok: boolean) => {
+    const done = (probe: Probe) => {
       socket.destroy();
-      resolve(ok);
+      resolve(probe);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('data', (data) => done(/^[+-]/.test(data.toString())));
+    socket.setTimeout(timeoutMs, () => done({ kind: 'down' }));
+    socket.once('error', () => done({ kind: 'down' }));
+    socket.once('data', (data) => {
+      const line = data.toString().split('\r\n')[0] ?? '';
+      if (line.startsWith('+')) done({ kind: 'up' });
+      else if (line.startsWith('-'))
+        done(REFUSAL.test(line.slice(1)) ? { kind: 'refused', reply: line.slice(1) } : { kind: 'up' });
+      else done({ kind: 'down' });
+    });
     socket.connect(Number(port || 6379), hostname, () => socket.write('PING\r\n'));
   });
+}
+
+/** Redis refused the demo's connection (authentication or permissions): a start-up error, not an outage. */
+export class RedisRefusedError extends Error {
+  override readonly name = 'RedisRefusedError';
+}
+
+function refused(url: string, reply: string, explicit: boolean): RedisRefusedError {
+  const password = /^(NOAUTH|WRONGPASS)\b|\b(AUTH|password)\b/i.test(reply);
+  const fix = !password
+    ? 'Fix that on the Redis side, or set REDIS_URL=memory to use the in-memory store.'
+    : explicit
+      ? 'Check the password in REDIS_URL: redis://:password@host:port (redis://user:password@host:port with ACL users).'
+      : 'Set REDIS_URL=redis://:password@host:port (redis://user:password@host:port with ACL users), ' +
+        'or REDIS_URL=memory to use the in-memory store.';
+  const said = reply.trim().replace(/\.?$/, '.');
+  return new RedisRefusedError(
+    `Redis at ${redact(url)} refused the connection${password ? ' (it wants a password, or another one)' : ''}; ` +
+      `it answered: ${said} ${fix}`,
+  );
 }
 
 /**
  * Connects to Redis: `REDIS_URL` if set (the service starts even if it is down, and serves from
  * Postgres until it answers), else 127.0.0.1:6379 if something answers there, else nothing.
+ * A Redis that answers but refuses the connection (no password or a wrong one, ACLs, protected
+ * mode) stops the start-up with a {@link RedisRefusedError} saying what to set.
  */
 export async function connectRedis(config: DemoConfig, log: (message: string) => void): Promise<RedisConnection> {
   const memory: RedisConnection = {
@@ -81,12 +123,17 @@ export async function connectRedis(config: DemoConfig, log: (message: string) =>
   }
   const explicit = config.redisUrl !== undefined;
   const url = config.redisUrl ?? config.redisDefaultUrl;
-  if (!explicit && !(await probeRedis(url, Math.min(config.redisConnectTimeoutMs, 500)))) {
-    log(
-      `Redis: nothing answers at ${url} and REDIS_URL is unset: using Larder's in-memory store. ` +
-        'Cache and sessions live in this process only; set REDIS_URL to share them between instances.',
-    );
-    return memory;
+  if (!explicit) {
+    const probe = await probeRedis(url, Math.min(config.redisConnectTimeoutMs, 500));
+    // A Redis that is there but will not let us in is a configuration to fix, not an absence.
+    if (probe.kind === 'refused') throw refused(url, probe.reply, false);
+    if (probe.kind === 'down') {
+      log(
+        `Redis: nothing answers at ${url} and REDIS_URL is unset: using Larder's in-memory store. ` +
+          'Cache and sessions live in this process only; set REDIS_URL to share them between instances.',
+      );
+      return memory;
+    }
   }
   const client: RedisClient = createClient({
     url,
@@ -98,10 +145,19 @@ export async function connectRedis(config: DemoConfig, log: (message: string) =>
     },
   });
   let down = false;
+  // node-redis does not reject connect() when the handshake is refused: it reports the error
+  // and tries again, forever. At start-up, a refusal ends the attempt.
+  let refusal: ((reply: string) => void) | undefined;
+  const refusedAtStart = new Promise<string>((resolve) => (refusal = resolve));
   client.on('error', (error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    if (refusal !== undefined && REFUSAL.test(message)) {
+      refusal(message);
+      return;
+    }
     if (down) return;
     down = true;
-    log(`Redis: connection lost (${error instanceof Error ? error.message : String(error)}); serving from Postgres meanwhile`);
+    log(`Redis: connection lost (${message}); serving from Postgres meanwhile`);
   });
   client.on('ready', () => {
     if (!down) return;
@@ -115,9 +171,15 @@ export async function connectRedis(config: DemoConfig, log: (message: string) =>
   const timeout = new AbortController();
   const connected = await Promise.race([
     connecting,
+    refusedAtStart,
     sleep(config.redisConnectTimeoutMs, false, { signal: timeout.signal }).catch(() => false),
   ]);
   timeout.abort();
+  refusal = undefined;
+  if (typeof connected === 'string') {
+    client.destroy();
+    throw refused(url, connected, explicit);
+  }
   if (!connected) {
     if (!explicit) {
       client.destroy();
