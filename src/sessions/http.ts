@@ -152,7 +152,11 @@ export interface SessionContext<D extends object = Record<string, unknown>> {
   readonly status: SessionStatus;
   /** Where the token came from. */
   readonly via: 'cookie' | 'bearer' | undefined;
-  /** The request used a rotated-away token within its grace window (`session` is the successor). */
+  /**
+   * The request used a rotated-away token within its grace window: `session` is the successor,
+   * read-only (`update`, `rotate`, `revokeOthers` and `csrfToken` throw `SessionInvalidError`,
+   * reason `rotated`; `logout` works and ends the successor too).
+   */
   readonly grace: boolean;
   /**
    * Ends the request's current session (if any), starts a new one for `userId` and sets the

@@ -134,6 +134,8 @@ interface Internal {
   readonly tag: string;
   readonly uref: string;
   readonly fields: ReadonlyMap<string, string>;
+  /** Reached through a rotated-away token in its grace window: reads only. */
+  readonly readOnly: boolean;
 }
 
 const MAX_USER_ID = 512;
@@ -351,7 +353,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       return { valid: false, reason: 'unknown' };
     }
     if (now >= this.#deadline(next)) return this.#expire(next, now);
-    return { valid: true, session: this.#session(next), renewed: false, grace: true };
+    return { valid: true, session: this.#session(next, undefined, true), renewed: false, grace: true };
   }
 
   async #expire(record: SessionRecord, now: number): Promise<ValidationResult<D>> {
@@ -396,11 +398,12 @@ export class SessionManager<D extends object = Record<string, unknown>> {
   /**
    * Writes data keys (a key set to `undefined` is deleted), only if the session still exists:
    * a request finishing after logout cannot bring it back. Only keys whose value changed are
-   * written, so concurrent updates of different keys both survive.
+   * written, so concurrent updates of different keys both survive. Refused
+   * (`SessionInvalidError`, reason `rotated`) for a session reached through a rotated-away token.
    */
   async update(session: Session<D>, patch: SessionPatch<D>): Promise<Session<D>> {
     this.#open();
-    const internal = this.#internal(session);
+    const internal = this.#writable(session, 'update');
     if (!isPlainObject(patch)) throw new SessionDataError('The patch must be a plain object');
     const merged: Record<string, unknown> = decodeData(internal.fields);
     for (const key of Object.keys(patch)) {
@@ -564,10 +567,13 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return count;
   }
 
-  /** Ends every other session of the session's user ("log out my other devices"). */
-  revokeOthers(session: Session<D>): Promise<number> {
-    this.#internal(session);
-    return this.revokeAllForUser(session.userId, { except: session, reason: 'revoke-others' });
+  /**
+   * Ends every other session of the session's user ("log out my other devices"). Refused
+   * (`SessionInvalidError`, reason `rotated`) for a session reached through a rotated-away token.
+   */
+  async revokeOthers(session: Session<D>): Promise<number> {
+    this.#writable(session, 'revokeOthers');
+    return await this.revokeAllForUser(session.userId, { except: session, reason: 'revoke-others' });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -616,9 +622,12 @@ export class SessionManager<D extends object = Record<string, unknown>> {
   // ---------------------------------------------------------------------------------------------
   // CSRF tokens
 
-  /** A CSRF token bound to this session: `nonce.HMAC(secret, session id, nonce)`. */
+  /**
+   * A CSRF token bound to this session: `nonce.HMAC(secret, session id, nonce)`. Refused
+   * (`SessionInvalidError`, reason `rotated`) for a session reached through a rotated-away token.
+   */
   csrfToken(session: Session<D>): string {
-    this.#internal(session);
+    this.#writable(session, 'CSRF token');
     const nonce = randomBytes(16).toString('base64url');
     return `${nonce}.${this.#csrfMac(this.#options.secrets[0]!, session.id, nonce)}`;
   }
@@ -665,6 +674,18 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return Math.min(record.lastSeenAt + this.#options.idleTimeout, this.#absolute(record));
   }
 
+  /** The session's internals, refusing one reached through a rotated-away token. */
+  #writable(session: Session<D>, what: string): Internal {
+    const internal = this.#internal(session);
+    if (internal.readOnly) {
+      throw new SessionInvalidError(
+        'rotated',
+        `This token was rotated away: within its grace window it is read-only (no ${what}); use the new token`,
+      );
+    }
+    return internal;
+  }
+
   #internal(session: Session<D>): Internal {
     const internal = typeof session === 'object' && session !== null ? this.#internals.get(session) : undefined;
     if (internal === undefined) {
@@ -673,7 +694,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return internal;
   }
 
-  #session(record: SessionRecord, decoded?: Readonly<D>): Session<D> {
+  #session(record: SessionRecord, decoded?: Readonly<D>, readOnly = false): Session<D> {
     const data = Object.freeze(decoded ?? (decodeData(record.data) as D));
     const absoluteExpiresAt = this.#absolute(record);
     const session: Session<D> = Object.freeze({
@@ -687,7 +708,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       ip: record.ip,
       userAgent: record.userAgent,
     });
-    this.#internals.set(session, { tag: record.tag, uref: record.uref, fields: record.data });
+    this.#internals.set(session, { tag: record.tag, uref: record.uref, fields: record.data, readOnly });
     return session;
   }
 

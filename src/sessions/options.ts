@@ -68,9 +68,12 @@ export interface SessionOptions<D extends object = Record<string, unknown>> {
    */
   touchInterval?: number;
   /**
-   * After `rotate()`, how long the previous token keeps working (read-only, resolving to the new
-   * session) for requests already in flight, in ms. `0`: it dies at once. At most 60_000.
+   * After `rotate()`, how long the previous token keeps working for requests already in flight,
+   * in ms. Within the window it validates to the new session and may log out (ending the new
+   * session too), but it is read-only: `update`, `rotate`, `revokeOthers` and `csrfToken` throw
+   * `SessionInvalidError` (reason `rotated`). `0`: it dies at once. At most 60_000.
    * @default 0
+   * @see docs/sessions.md
    */
   rotationGrace?: number;
   /**

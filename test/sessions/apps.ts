@@ -91,7 +91,9 @@ async function guarded<T>(fn: () => Promise<T>): Promise<T | Reply> {
     return await fn();
   } catch (error) {
     if (isLarderError(error, 'E_SESSION_INVALID')) {
-      return { status: (error as { reason?: string }).reason === 'csrf' ? 403 : 410, body: { error: (error as Error).message } };
+      // csrf: a cross-site login; rotated: a write through a read-only grace token; else gone.
+      const reason = (error as { reason?: string }).reason;
+      return { status: reason === 'csrf' || reason === 'rotated' ? 403 : 410, body: { error: (error as Error).message } };
     }
     if (isLarderError(error, 'E_SESSION_STORE')) return { status: 503 };
     throw error;
@@ -168,7 +170,7 @@ const ROUTES: readonly Route[] = [
     method: 'GET',
     path: '/csrf',
     guard: true,
-    run: async (ctx) => ({ status: 200, body: { token: ctx.csrfToken() } }),
+    run: async (ctx) => guarded(async () => ({ status: 200, body: { token: ctx.csrfToken() } })),
   },
   {
     method: 'POST',

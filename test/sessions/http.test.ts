@@ -318,8 +318,16 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     issued.push(rotated);
     const inGrace = await http(graced.app.url, '/me', { cookie });
     expect(inGrace).toMatchObject({ status: 200, body: { user: 'alice', grace: true } });
-    // The grace token cannot rotate again.
-    expect((await http(graced.app.url, '/rotate', { method: 'POST', cookie, headers: SAME_ORIGIN })).status).toBe(410);
+    // The grace token is read-only: it cannot rotate again, write, revoke others or get a CSRF token.
+    const writes = [
+      await http(graced.app.url, '/rotate', { method: 'POST', cookie, headers: SAME_ORIGIN }),
+      await http(graced.app.url, '/data?key=a&value=1', { method: 'POST', cookie, headers: SAME_ORIGIN }),
+      await http(graced.app.url, '/revoke-others', { method: 'POST', cookie, headers: SAME_ORIGIN }),
+      await http(graced.app.url, '/csrf', { cookie }),
+    ];
+    expect(writes.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+    const successor = await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` });
+    expect(successor).toMatchObject({ status: 200, body: { data: {}, grace: false } });
     clock.advance(5_001);
     expect((await http(graced.app.url, '/me', { cookie })).status).toBe(401);
     expect((await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` })).status).toBe(200);
