@@ -43,7 +43,9 @@ export type InvalidTokenReason =
   /** The session exists but the secret does not match: someone knows an id but not its secret. */
   | 'mismatch'
   /** A rotated-away token presented after its grace window. */
-  | 'rotated';
+  | 'rotated'
+  /** A valid token whose session's stored data the schema rejects: refused (not counted as brute force). */
+  | 'data';
 export interface InvalidTokenEvent {
   readonly reason: InvalidTokenReason;
   /** The session id the token names, when it is well formed. */

@@ -68,9 +68,10 @@ export type ValidationResult<D extends object = Record<string, unknown>> =
        * `missing`: no token. `malformed`: not a Larder token (no store command sent). `unknown`: no
        * such session (never issued, revoked, rotated away, past its absolute deadline), or a wrong
        * secret. `expired`: past a deadline (reported until the absolute deadline, which is also
-       * the cookie's lifetime).
+       * the cookie's lifetime). `invalid-data`: the session's stored data does not fit the schema
+       * (it is refused, not deleted).
        */
-      readonly reason: 'missing' | 'malformed' | 'unknown' | 'expired';
+      readonly reason: 'missing' | 'malformed' | 'unknown' | 'expired' | 'invalid-data';
     };
 
 /** Who is asking: recorded on the session and used to count brute-force attempts. */
@@ -134,11 +135,15 @@ interface Internal {
   readonly tag: string;
   readonly uref: string;
   readonly fields: ReadonlyMap<string, string>;
+  /** The data version `fields` were read at. */
+  readonly version: number;
   /** Reached through a rotated-away token in its grace window: reads only. */
   readonly readOnly: boolean;
 }
 
 const MAX_USER_ID = 512;
+/** Compare-and-set rounds for one `update()` with a schema before giving up. */
+const MAX_UPDATE_ATTEMPTS = 10;
 const MAX_IP = 64;
 const MAX_UA = 512;
 const CSRF_TOKEN = /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
@@ -275,6 +280,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
           userAgent,
           successor: undefined,
           graceUntil: undefined,
+          version: 0,
           data: fields,
         },
         value,
@@ -310,13 +316,37 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     }
     if (record.successor !== undefined) return this.#viaGrace(record, now, ip);
     if (now >= this.#deadline(record)) return this.#expire(record, now);
+    const data = await this.#data(record);
+    if (data === undefined) return this.#unfit(record, ip);
     let current = record;
     if (options.touch !== false && now - record.lastSeenAt >= this.#options.touchInterval) {
       const touched = await this.#touch(record, now, ip, clip(options.userAgent, MAX_UA));
       if (touched) current = { ...record, lastSeenAt: now };
-      return { valid: true, session: this.#session(current), renewed: touched, grace: false };
+      return { valid: true, session: this.#session(current, data), renewed: touched, grace: false };
     }
-    return { valid: true, session: this.#session(current), renewed: false, grace: false };
+    return { valid: true, session: this.#session(current, data), renewed: false, grace: false };
+  }
+
+  /** The stored data through the schema (its output); `undefined` when it does not fit. */
+  async #data(record: SessionRecord): Promise<Readonly<D> | undefined> {
+    const decoded = decodeData(record.data);
+    if (this.#options.schema === undefined) return decoded as D;
+    try {
+      return await checkSchema(this.#options.schema, decoded);
+    } catch (error) {
+      if (isLarderError(error, 'E_SESSION_DATA')) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * A session whose stored data the schema rejects (written by another version of the app, by
+   * hand, or before this check existed) is refused, never handed out as `D`; it is left in the
+   * store untouched (a schema rolled back finds it again) and ends at its deadline.
+   */
+  #unfit(record: SessionRecord, ip: string | undefined): ValidationResult<D> {
+    this.#events.fire('invalid', ip === undefined ? { reason: 'data', id: record.id } : { reason: 'data', id: record.id, ip });
+    return { valid: false, reason: 'invalid-data' };
   }
 
   /**
@@ -353,7 +383,9 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       return { valid: false, reason: 'unknown' };
     }
     if (now >= this.#deadline(next)) return this.#expire(next, now);
-    return { valid: true, session: this.#session(next, undefined, true), renewed: false, grace: true };
+    const data = await this.#data(next);
+    if (data === undefined) return this.#unfit(next, ip);
+    return { valid: true, session: this.#session(next, data, true), renewed: false, grace: true };
   }
 
   async #expire(record: SessionRecord, now: number): Promise<ValidationResult<D>> {
@@ -398,37 +430,61 @@ export class SessionManager<D extends object = Record<string, unknown>> {
   /**
    * Writes data keys (a key set to `undefined` is deleted), only if the session still exists:
    * a request finishing after logout cannot bring it back. Only keys whose value changed are
-   * written, so concurrent updates of different keys both survive. Refused
-   * (`SessionInvalidError`, reason `rotated`) for a session reached through a rotated-away token.
+   * written, so concurrent updates of different keys both survive. With a schema, the write is
+   * a compare-and-set on the data version: if another write came in since `session` was read,
+   * the patch is merged again onto the stored data and the schema checks that merge, so two
+   * updates each valid alone can never store data the schema rejects (the second one throws
+   * `SessionDataError` instead). Refused (`SessionInvalidError`, reason `rotated`) for a session
+   * reached through a rotated-away token.
    */
   async update(session: Session<D>, patch: SessionPatch<D>): Promise<Session<D>> {
     this.#open();
     const internal = this.#writable(session, 'update');
     if (!isPlainObject(patch)) throw new SessionDataError('The patch must be a plain object');
-    const merged: Record<string, unknown> = decodeData(internal.fields);
-    for (const key of Object.keys(patch)) {
-      checkKey(key);
-      const value = (patch as Record<string, unknown>)[key];
-      if (value === undefined) delete merged[key];
-      else merged[key] = value;
-    }
-    const value = await checkSchema(this.#options.schema, merged);
-    const after = encodeData(value, this.#limits);
-    const { set, remove } = diffData(internal.fields, after);
-    if (set.size === 0 && remove.length === 0) return session;
-    const now = this.#options.clock.now();
-    const outcome = await this.#call('update', () =>
-      this.#backend.update({ tag: internal.tag, id: session.id }, set, remove, this.#limits, now),
-    );
-    if (outcome === 'gone' || outcome === 'rotated') {
-      throw new SessionInvalidError('gone', 'The session no longer exists (revoked or expired): nothing was written');
-    }
-    if (outcome === 'too-large') {
-      throw new SessionDataError(
-        `Session data would exceed ${this.#limits.maxBytes} bytes or ${this.#limits.maxKeys} keys (with concurrent writes)`,
+    for (const key of Object.keys(patch)) checkKey(key);
+    const ref = { tag: internal.tag, id: session.id };
+    const guarded = this.#options.schema !== undefined;
+    let fields = internal.fields;
+    let version = internal.version;
+    for (let attempt = 1; ; attempt++) {
+      const merged: Record<string, unknown> = decodeData(fields);
+      for (const key of Object.keys(patch)) {
+        const value = (patch as Record<string, unknown>)[key];
+        if (value === undefined) delete merged[key];
+        else merged[key] = value;
+      }
+      const value = await checkSchema(this.#options.schema, merged);
+      const after = encodeData(value, this.#limits);
+      const { set, remove } = diffData(fields, after);
+      if (set.size === 0 && remove.length === 0) {
+        return fields === internal.fields ? session : this.#derive(session, { ...internal, version }, after, value);
+      }
+      const now = this.#options.clock.now();
+      const outcome = await this.#call('update', () =>
+        this.#backend.update({ ref, set, remove, limits: this.#limits, expectedVersion: guarded ? version : undefined, now }),
       );
+      if (outcome.status === 'ok') return this.#derive(session, { ...internal, version: outcome.version }, after, value);
+      if (outcome.status === 'gone' || outcome.status === 'rotated') {
+        throw new SessionInvalidError('gone', 'The session no longer exists (revoked or expired): nothing was written');
+      }
+      if (outcome.status === 'too-large') {
+        throw new SessionDataError(
+          `Session data would exceed ${this.#limits.maxBytes} bytes or ${this.#limits.maxKeys} keys (with concurrent writes)`,
+        );
+      }
+      // conflict: another write came in since `fields` were read. Merge onto the stored data.
+      if (attempt >= MAX_UPDATE_ATTEMPTS) {
+        throw new SessionDataError(
+          `Session data kept changing under concurrent updates (${attempt} attempts): nothing was written`,
+        );
+      }
+      const fresh = await this.#call('update', () => this.#backend.read(ref, now));
+      if (fresh === undefined || fresh.userId !== session.userId || fresh.successor !== undefined) {
+        throw new SessionInvalidError('gone', 'The session no longer exists (revoked or expired): nothing was written');
+      }
+      fields = fresh.data;
+      version = fresh.version;
     }
-    return this.#derive(session, internal, after, value);
   }
 
   /**
@@ -452,6 +508,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       await this.#expire(record, now);
       throw new SessionInvalidError('gone', 'The session has expired');
     }
+    const data = await this.#data(record);
+    if (data === undefined) throw new SessionDataError('The stored session data does not fit the schema: not rotated');
     const user = { tag: record.tag, uref: record.uref };
     const grace = this.#options.rotationGrace;
     const ip = clip(options.ip, MAX_IP);
@@ -476,13 +534,10 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       if (outcome === 'rotated') throw new SessionInvalidError('rotated', 'This token was already rotated');
       if (outcome !== 'ok') throw new SessionInvalidError('gone', 'The session no longer exists');
       this.#events.fire('rotated', { id, previousId: record.id, userId: record.userId, graceMs: grace });
-      const session = this.#session({
-        ...record,
-        id,
-        lastSeenAt: now,
-        ip: ip ?? record.ip,
-        userAgent: userAgent ?? record.userAgent,
-      });
+      const session = this.#session(
+        { ...record, id, lastSeenAt: now, ip: ip ?? record.ip, userAgent: userAgent ?? record.userAgent },
+        data,
+      );
       return { token: formatToken(record.tag, id, secret), session };
     }
   }
@@ -694,8 +749,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return internal;
   }
 
-  #session(record: SessionRecord, decoded?: Readonly<D>, readOnly = false): Session<D> {
-    const data = Object.freeze(decoded ?? (decodeData(record.data) as D));
+  #session(record: SessionRecord, decoded: Readonly<D>, readOnly = false): Session<D> {
+    const data = Object.freeze(decoded);
     const absoluteExpiresAt = this.#absolute(record);
     const session: Session<D> = Object.freeze({
       id: record.id,
@@ -708,7 +763,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       ip: record.ip,
       userAgent: record.userAgent,
     });
-    this.#internals.set(session, { tag: record.tag, uref: record.uref, fields: record.data, readOnly });
+    this.#internals.set(session, { tag: record.tag, uref: record.uref, fields: record.data, version: record.version, readOnly });
     return session;
   }
 

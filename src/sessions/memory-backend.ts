@@ -25,6 +25,7 @@ import {
   type Tombstone,
   type TouchInput,
   type TouchOutcome,
+  type UpdateInput,
   type UpdateOutcome,
 } from './record.js';
 
@@ -225,16 +226,13 @@ export class MemorySessionBackend implements SessionBackend {
     return { touched: true, expired };
   }
 
-  async update(
-    ref: SessionRef,
-    set: ReadonlyMap<string, string>,
-    remove: readonly string[],
-    limits: { readonly maxBytes: number; readonly maxKeys: number },
-    now: number,
-  ): Promise<UpdateOutcome> {
-    const entry = this.#entry(this.#keys.session(ref), now);
-    if (entry === undefined) return 'gone';
-    if (entry.fields.has('n')) return 'rotated';
+  async update(input: UpdateInput): Promise<UpdateOutcome> {
+    const { set, remove, limits } = input;
+    const entry = this.#entry(this.#keys.session(input.ref), input.now);
+    if (entry === undefined) return { status: 'gone', version: 0 };
+    if (entry.fields.has('n')) return { status: 'rotated', version: 0 };
+    const version = Number(entry.fields.get('v') ?? '0');
+    if (input.expectedVersion !== undefined && input.expectedVersion !== version) return { status: 'conflict', version };
     const sizes = new Map<string, number>();
     for (const [field, value] of entry.fields) {
       if (field.startsWith(DATA_PREFIX)) sizes.set(field, bytes(field) - DATA_PREFIX.length + bytes(value));
@@ -243,10 +241,11 @@ export class MemorySessionBackend implements SessionBackend {
     for (const k of remove) sizes.delete(DATA_PREFIX + k);
     let total = 0;
     for (const size of sizes.values()) total += size;
-    if (total > limits.maxBytes || sizes.size > limits.maxKeys) return 'too-large';
+    if (total > limits.maxBytes || sizes.size > limits.maxKeys) return { status: 'too-large', version };
     for (const [k, json] of set) entry.fields.set(DATA_PREFIX + k, json);
     for (const k of remove) entry.fields.delete(DATA_PREFIX + k);
-    return 'ok';
+    entry.fields.set('v', String(version + 1));
+    return { status: 'ok', version: version + 1 };
   }
 
   async rotate(input: RotateInput): Promise<RotateOutcome> {

@@ -89,7 +89,10 @@ export interface SessionOptions<D extends object = Record<string, unknown>> {
   onLimit?: 'evict-oldest' | 'reject';
   /**
    * A Standard Schema (zod, valibot, arktype, …) for session data, checked on every write
-   * (`create`, `update`); its output is what is stored. A failure throws a `SessionDataError`.
+   * (`create`, `update`; an update's merged result, compare-and-set against concurrent updates)
+   * and on every read. Its output is what is stored and returned. A failing write throws a
+   * `SessionDataError`; a stored session that fails it is refused (`invalid-data`), not deleted.
+   * @see docs/sessions.md
    */
   schema?: StandardSchemaV1<unknown, D>;
   /**

@@ -4,7 +4,8 @@
  *
  * A record is a flat field map, the same in both backends:
  * `h` secret hash · `u` user id · `x` user ref · `c` created · `l` last seen · `a` absolute
- * deadline · `ip`, `ua` · `n` successor id and `g` grace end (a rotated-away token) ·
+ * deadline · `ip`, `ua` · `v` data version (bumped by every data write) · `n` successor id and
+ * `g` grace end (a rotated-away token) ·
  * `d:<key>` one JSON value per top-level data key (so concurrent writes of different keys merge).
  *
  * A tombstone (`h` secret hash · `u` user id · `x` user ref · `r` set once the expiry was
@@ -31,6 +32,8 @@ export interface SessionRecord {
   readonly userAgent: string | undefined;
   readonly successor: string | undefined;
   readonly graceUntil: number | undefined;
+  /** Data version: bumped by every data write. */
+  readonly version: number;
   /** Data key → JSON text. */
   readonly data: ReadonlyMap<string, string>;
 }
@@ -45,6 +48,7 @@ export function recordFrom(ref: SessionRef, fields: ReadonlyMap<string, string>)
   const absoluteAt = Number(fields.get('a'));
   if (hash === undefined || userId === undefined || uref === undefined) return undefined;
   if (!Number.isFinite(createdAt) || !Number.isFinite(lastSeenAt) || !Number.isFinite(absoluteAt)) return undefined;
+  const version = Number(fields.get('v') ?? '0');
   const graceText = fields.get('g');
   const graceUntil = graceText === undefined ? undefined : Number(graceText);
   const data = new Map<string, string>();
@@ -64,6 +68,7 @@ export function recordFrom(ref: SessionRef, fields: ReadonlyMap<string, string>)
     userAgent: fields.get('ua'),
     successor: fields.get('n'),
     graceUntil: graceUntil !== undefined && Number.isFinite(graceUntil) ? graceUntil : undefined,
+    version: Number.isSafeInteger(version) ? version : -1,
     data,
   };
 }
@@ -152,7 +157,22 @@ export interface RotateInput {
   readonly userAgent: string | undefined;
 }
 
-export type UpdateOutcome = 'ok' | 'gone' | 'rotated' | 'too-large';
+export interface UpdateInput {
+  readonly ref: SessionRef;
+  readonly set: ReadonlyMap<string, string>;
+  readonly remove: readonly string[];
+  readonly limits: { readonly maxBytes: number; readonly maxKeys: number };
+  /** Write only if the data version is still this (no write came in between); `undefined`: any. */
+  readonly expectedVersion: number | undefined;
+  readonly now: number;
+}
+
+export interface UpdateOutcome {
+  /** `conflict`: another write changed the data since `expectedVersion`; nothing was written. */
+  readonly status: 'ok' | 'gone' | 'rotated' | 'too-large' | 'conflict';
+  /** The data version after the write (`ok`), or the current one (`conflict`). */
+  readonly version: number;
+}
 export type RotateOutcome = 'ok' | 'gone' | 'rotated' | 'collision';
 
 export interface SessionBackend {
@@ -163,14 +183,11 @@ export interface SessionBackend {
   create(input: CreateInput): Promise<CreateOutcome>;
   /** Renews last-seen and TTL only if the session exists and is due; prunes the user's index. */
   touch(input: TouchInput): Promise<TouchOutcome>;
-  /** Writes and deletes data fields only if the session exists; enforces the limits atomically. */
-  update(
-    ref: SessionRef,
-    set: ReadonlyMap<string, string>,
-    remove: readonly string[],
-    limits: { readonly maxBytes: number; readonly maxKeys: number },
-    now: number,
-  ): Promise<UpdateOutcome>;
+  /**
+   * Writes and deletes data fields only if the session exists (and, given an expected version,
+   * only if no other write came in between); enforces the limits atomically; bumps the version.
+   */
+  update(input: UpdateInput): Promise<UpdateOutcome>;
   rotate(input: RotateInput): Promise<RotateOutcome>;
   /** Deletes the session and its tombstone (and, for a rotated-away token, its successor's). Returns the ids deleted. */
   remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]>;

@@ -27,6 +27,7 @@ import {
   type Tombstone,
   type TouchInput,
   type TouchOutcome,
+  type UpdateInput,
   type UpdateOutcome,
 } from './record.js';
 
@@ -144,24 +145,30 @@ settle(KEYS[2], now)
 return {1, expired}
 `);
 
-/** KEYS: session. ARGV: maxBytes, maxKeys, pair count, field/value pairs, fields to delete. */
+/**
+ * KEYS: session. ARGV: maxBytes, maxKeys, expected data version ('': any), pair count,
+ * field/value pairs, fields to delete. Every write bumps the data version `v`; with an expected
+ * version the write happens only if no other write came in between (compare-and-set).
+ */
 const UPDATE = lua(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
-if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return 'rotated' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', 0} end
+if redis.call('HEXISTS', KEYS[1], 'n') == 1 then return {'rotated', 0} end
+local version = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then return {'conflict', version} end
 local all = redis.call('HGETALL', KEYS[1])
 local size = {}
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 2) == '${DATA_PREFIX}' then size[all[i]] = #all[i] - 2 + #all[i + 1] end
 end
-local nset = tonumber(ARGV[3])
+local nset = tonumber(ARGV[4])
 local sets, dels = {}, {}
 for i = 0, nset - 1 do
-  local f, v = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local f, v = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
   size[f] = #f - 2 + #v
   sets[#sets + 1] = f
   sets[#sets + 1] = v
 end
-for i = 4 + 2 * nset, #ARGV do
+for i = 5 + 2 * nset, #ARGV do
   size[ARGV[i]] = nil
   dels[#dels + 1] = ARGV[i]
 end
@@ -170,10 +177,10 @@ for _, s in pairs(size) do
   total = total + s
   count = count + 1
 end
-if total > tonumber(ARGV[1]) or count > tonumber(ARGV[2]) then return 'too-large' end
+if total > tonumber(ARGV[1]) or count > tonumber(ARGV[2]) then return {'too-large', version} end
 if #sets > 0 then redis.call('HSET', KEYS[1], unpack(sets)) end
 if #dels > 0 then redis.call('HDEL', KEYS[1], unpack(dels)) end
-return 'ok'
+return {'ok', redis.call('HINCRBY', KEYS[1], 'v', 1)}
 `);
 
 /**
@@ -396,20 +403,23 @@ export class RedisSessionBackend implements SessionBackend {
     return { touched: Number(touched) === 1, expired: strings(expired) };
   }
 
-  async update(
-    ref: SessionRef,
-    set: ReadonlyMap<string, string>,
-    remove: readonly string[],
-    limits: { readonly maxBytes: number; readonly maxKeys: number },
-  ): Promise<UpdateOutcome> {
+  async update(input: UpdateInput): Promise<UpdateOutcome> {
     const pairs: RedisArg[] = [];
-    for (const [key, json] of set) pairs.push(DATA_PREFIX + key, json);
+    for (const [key, json] of input.set) pairs.push(DATA_PREFIX + key, json);
     const reply = await this.#store.script(
       UPDATE,
-      [this.#keys.session(ref)],
-      [String(limits.maxBytes), String(limits.maxKeys), String(set.size), ...pairs, ...remove.map((k) => DATA_PREFIX + k)],
+      [this.#keys.session(input.ref)],
+      [
+        String(input.limits.maxBytes),
+        String(input.limits.maxKeys),
+        input.expectedVersion === undefined ? '' : String(input.expectedVersion),
+        String(input.set.size),
+        ...pairs,
+        ...input.remove.map((k) => DATA_PREFIX + k),
+      ],
     );
-    return str(reply) as UpdateOutcome;
+    const [status, version] = Array.isArray(reply) ? reply : [];
+    return { status: str(status) as UpdateOutcome['status'], version: Number(version) };
   }
 
   async rotate(input: RotateInput): Promise<RotateOutcome> {

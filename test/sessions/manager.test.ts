@@ -497,6 +497,77 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     await expect(sessions.update(next, { role: undefined })).rejects.toThrow(SessionDataError);
   });
 
+  it('typed data under concurrency: two updates each valid alone never store data the schema rejects', async () => {
+    // A cross-field rule: seats only on the pro plan.
+    const schema: StandardSchemaV1<unknown, { plan?: 'free' | 'pro'; seats?: number; note?: string }> = {
+      '~standard': {
+        version: 1,
+        vendor: 'test',
+        validate: (value) => {
+          const v = value as { plan?: string; seats?: unknown };
+          if (v.seats !== undefined && v.plan !== 'pro') return { issues: [{ message: 'seats need the pro plan' }] };
+          return { value: value as { plan?: 'free' | 'pro'; seats?: number } };
+        },
+      },
+    };
+    const sessions = await sessionsOn(store, { clock, namespace, schema });
+    for (let round = 0; round < 5; round++) {
+      const { token } = await sessions.create('alice', { data: { plan: 'pro' } });
+      const [one, two] = await Promise.all([sessions.validate(token), sessions.validate(token)]);
+      if (!one.valid || !two.valid) throw new Error('unreachable');
+      const results = await Promise.allSettled([
+        sessions.update(one.session, { seats: 10 }),
+        sessions.update(two.session, { plan: 'free' }),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(rejected.map((r) => (r.reason as { code?: string }).code)).toEqual(['E_SESSION_DATA']);
+      const after = await sessions.validate(token);
+      expect(after.valid).toBe(true);
+      if (!after.valid) throw new Error('unreachable');
+      expect([{ plan: 'pro', seats: 10 }, { plan: 'free' }]).toContainEqual(after.session.data);
+      // Updates of unrelated keys still both land: the loser merges onto the winner's data.
+      const [three, four] = await Promise.all([sessions.validate(token), sessions.validate(token)]);
+      if (!three.valid || !four.valid) throw new Error('unreachable');
+      const [x] = await Promise.all([
+        sessions.update(three.session, { note: 'a' }),
+        sessions.update(four.session, { seats: undefined }),
+      ]);
+      expect(x.data.note).toBe('a');
+      const last = await sessions.validate(token);
+      expect(last.valid && { note: last.session.data.note, seats: last.session.data.seats }).toEqual({
+        note: 'a',
+        seats: undefined,
+      });
+    }
+  });
+
+  it('typed data on read: a stored session the schema rejects is refused (invalid-data), not handed out, not deleted', async () => {
+    const untyped = await manager();
+    const schema: StandardSchemaV1<unknown, { role: string }> = {
+      '~standard': {
+        version: 1,
+        vendor: 'test',
+        validate: (value) =>
+          typeof (value as { role?: unknown }).role === 'string'
+            ? { value: value as { role: string } }
+            : { issues: [{ message: 'role must be a string', path: ['role'] }] },
+      },
+    };
+    const typed = await sessionsOn(store, { clock, namespace, schema, bruteForce: { threshold: 1, windowMs: 60_000 } });
+    const events = record(typed);
+    // Written by another version of the app (no schema, or an older one).
+    const { token } = await untyped.create('alice', { data: { role: 7 as unknown as string } });
+    expect(await typed.validate(token, { ip: '192.0.2.1' })).toEqual({ valid: false, reason: 'invalid-data' });
+    expect(events.invalid).toEqual([{ reason: 'data', id: parseToken(token)!.id, ip: '192.0.2.1' }]);
+    expect(events['brute-force']).toEqual([]);
+    await expect(typed.rotate(token)).rejects.toMatchObject({ code: 'E_SESSION_DATA' });
+    // Left as it was: the other app version still reads it.
+    expect((await untyped.validate(token)).valid).toBe(true);
+    const fine = await typed.create('alice', { data: { role: 'user' } });
+    expect((await typed.validate(fine.token)).valid).toBe(true);
+  });
+
   it('C.35: hooks fire exactly once per action and carry no secret', async () => {
     const sessions = await manager({ rotationGrace: 1_000 });
     const events = record(sessions);
