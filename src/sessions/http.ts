@@ -14,7 +14,7 @@
 import { SessionInvalidError, isLarderError } from '../errors.js';
 import { clearCookie, findCookie, resolveCookie, serializeCookie, type CookieOptions, type ResolvedCookie } from './cookies.js';
 import { csrfVerdict, isUnsafeMethod, resolveCsrf, type CsrfOptions, type ResolvedCsrf } from './csrf.js';
-import type { CreateOptions, Session, SessionManager, SessionPatch } from './manager.js';
+import type { CreateOptions, LoginWithVerifyOptions, Session, SessionManager, SessionPatch } from './manager.js';
 import { InvalidOptionError } from '../errors.js';
 
 export interface SessionMiddlewareOptions {
@@ -143,7 +143,11 @@ export type SessionStatus =
   /** The store could not answer and `onStoreError` is `'anonymous'`. */
   | 'unavailable';
 
-export type LoginOptions<D extends object> = Omit<CreateOptions<D>, 'ip' | 'userAgent'>;
+/** `login()` without `verify`: pass `epoch` (from `sessions.userEpoch()`) yourself, or use `verify`. */
+export type LoginOptions<D extends object> = Omit<CreateOptions<D>, 'ip' | 'userAgent'> & { verify?: undefined };
+
+/** `login()` that checks the credentials itself, safe against a racing `revokeAllForUser`. */
+export type VerifiedLoginOptions<D extends object> = Omit<LoginWithVerifyOptions<D>, 'ip' | 'userAgent'>;
 
 /** What a handler gets: the request's session and the helpers that change it. */
 export interface SessionContext<D extends object = Record<string, unknown>> {
@@ -159,9 +163,20 @@ export interface SessionContext<D extends object = Record<string, unknown>> {
    */
   readonly grace: boolean;
   /**
+   * Checks the credentials with `verify` and logs `userId` in, safe against a racing
+   * `revokeAllForUser`: the user's epoch is read first, then `verify` runs (load the password
+   * hash inside it), then the request's current session is revoked and a new one created, only
+   * if the epoch has not moved (else `SessionInvalidError`, reason `epoch`). Resolves `undefined`,
+   * changing nothing, when `verify` resolves `false`. Throws `SessionInvalidError` (reason
+   * `csrf`) for a cross-site unsafe request (login CSRF).
+   */
+  login(userId: string, options: VerifiedLoginOptions<D>): Promise<Session<D> | undefined>;
+  /**
    * Ends the request's current session (if any), starts a new one for `userId` and sets the
    * cookie: a fresh token on every login, so a planted token is never promoted (fixation). Throws
-   * a `SessionInvalidError` (reason `csrf`) for a cross-site unsafe request (login CSRF).
+   * a `SessionInvalidError` (reason `csrf`) for a cross-site unsafe request (login CSRF). Prefer
+   * the `verify` form: without it, a login racing a password change survives it unless you pass
+   * `epoch` read before checking the credentials.
    */
   login(userId: string, ...options: {} extends D ? [options?: LoginOptions<D>] : [options: LoginOptions<D>]): Promise<Session<D>>;
   /** Revokes the session and clears the cookie (always, even without a valid session). */
@@ -353,18 +368,31 @@ class Context<D extends object> implements SessionContext<D> {
     return { ...(ip === undefined ? {} : { ip }), ...(userAgent === undefined ? {} : { userAgent }) };
   }
 
-  async login(userId: string, ...[options]: [options?: LoginOptions<D>]): Promise<Session<D>> {
+  login(userId: string, options: VerifiedLoginOptions<D>): Promise<Session<D> | undefined>;
+  login(userId: string, options?: LoginOptions<D>): Promise<Session<D>>;
+  async login(userId: string, options?: LoginOptions<D> | VerifiedLoginOptions<D>): Promise<Session<D> | undefined> {
     if (this.#loginDenied) {
       const ip = this.#exchange.ip;
       this.#http.manager.reportSecurityEvent({ type: 'csrf', ...(ip === undefined ? {} : { ip }), detail: 'cross-site login' });
       throw new SessionInvalidError('csrf', 'Cross-site login refused');
+    }
+    const { verify, ...rest } = options ?? {};
+    let epoch = (rest as { epoch?: number }).epoch;
+    if (verify !== undefined) {
+      if (typeof verify !== 'function') throw new InvalidOptionError('verify', 'expected a function checking the credentials');
+      // The epoch before the credentials: a revoke-all landing in between fails the create below.
+      epoch = await this.#http.manager.userEpoch(userId);
+      // Only `true` logs in (not a truthy value from untyped code).
+      const verified: unknown = await verify();
+      if (verified !== true) return undefined;
     }
     if (this.#token !== undefined) await this.#http.manager.revoke(this.#token, { reason: 'login' });
     // `create`'s rest parameter is conditional on D; here the options are known to fit it.
     const manager = this.#http.manager as unknown as {
       create(userId: string, options: CreateOptions<D>): ReturnType<SessionManager<D>['create']>;
     };
-    const issued = await manager.create(userId, { ...options, ...this.#meta() } as CreateOptions<D>);
+    const createOptions = { ...rest, ...(epoch === undefined ? {} : { epoch }), ...this.#meta() };
+    const issued = await manager.create(userId, createOptions as CreateOptions<D>);
     this.#http.issue(this.#headers, issued.token, issued.session);
     this.adopt(issued.session, issued.token, false);
     this.via = 'cookie';

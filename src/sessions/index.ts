@@ -15,6 +15,7 @@ export {
   type CreateOptions,
   type IssuedSession,
   type ListOptions,
+  type LoginWithVerifyOptions,
   type RequestMeta,
   type RevokeAllOptions,
   type RevokeOptions,
@@ -23,6 +24,7 @@ export {
   type SessionPatch,
   type ValidateOptions,
   type ValidationResult,
+  type VerifyCredentials,
 } from './manager.js';
 export type { BruteForceOptions, SessionOptions, SessionSettings } from './options.js';
 export type {
@@ -48,6 +50,7 @@ export {
   type HeaderTarget,
   type HttpExchange,
   type LoginOptions,
+  type VerifiedLoginOptions,
   type SessionContext,
   type SessionMiddlewareOptions,
   type SessionStatus,

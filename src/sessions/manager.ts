@@ -91,6 +91,19 @@ export type CreateOptions<D extends object> = RequestMeta & {
   epoch?: number;
 } & ({} extends D ? { /** Initial data. @default {} */ data?: D } : { /** Initial data. */ data: D });
 
+/** Checks a user's credentials; resolve `false` to refuse the login. */
+export type VerifyCredentials = () => boolean | Promise<boolean>;
+
+export type LoginWithVerifyOptions<D extends object> = Omit<CreateOptions<D>, 'epoch'> & {
+  /**
+   * Checks the credentials, after the user's revocation epoch was read: if `revokeAllForUser`
+   * (a password change) lands while it runs, the login fails (`SessionInvalidError`, reason
+   * `epoch`) instead of creating a session the password change should have ended. Load what it
+   * checks (the password hash) inside it, not before.
+   */
+  verify: VerifyCredentials;
+};
+
 export interface ValidateOptions extends RequestMeta {
   /**
    * Renew the idle deadline when due (at most once per `touchInterval`).
@@ -287,6 +300,31 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       );
       return { token: formatToken(user.tag, id, secret), session };
     }
+  }
+
+  /**
+   * Checks credentials and starts a session, safe against a racing `revokeAllForUser`: reads the
+   * user's epoch, runs `verify`, then creates the session only if the epoch has not moved.
+   * Resolves `undefined` (and creates nothing) when `verify` resolves `false`; throws
+   * `SessionInvalidError` (reason `epoch`) when a revoke-all ran meanwhile.
+   *
+   * @example
+   * const issued = await sessions.login(user.id, {
+   *   verify: async () => checkPassword(await db.passwordHash(user.id), password),
+   * });
+   * if (issued === undefined) return unauthorized();
+   */
+  async login(userId: string, options: LoginWithVerifyOptions<D>): Promise<IssuedSession<D> | undefined> {
+    this.#open();
+    const { verify, ...rest } = options;
+    if (typeof verify !== 'function') throw new InvalidOptionError('verify', 'expected a function checking the credentials');
+    const epoch = await this.userEpoch(userId);
+    // Only `true` logs in (not a truthy value from untyped code).
+    const verified: unknown = await verify();
+    if (verified !== true) return undefined;
+    // `create`'s rest parameter is conditional on D; here the options are known to fit it.
+    const self = this as unknown as { create(userId: string, options: CreateOptions<D>): Promise<IssuedSession<D>> };
+    return self.create(userId, { ...rest, epoch } as CreateOptions<D>);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class Gates {
 interface AppState {
   readonly sessions: SessionManager<TestData>;
   readonly gates: Gates;
+  /** The app's user table: user id -> password (plain text will do for a test). */
+  readonly passwords: Map<string, string>;
 }
 
 async function guarded<T>(fn: () => Promise<T>): Promise<T | Reply> {
@@ -91,9 +93,11 @@ async function guarded<T>(fn: () => Promise<T>): Promise<T | Reply> {
     return await fn();
   } catch (error) {
     if (isLarderError(error, 'E_SESSION_INVALID')) {
-      // csrf: a cross-site login; rotated: a write through a read-only grace token; else gone.
+      // csrf: a cross-site login; rotated: a write through a read-only grace token; epoch: a
+      // login that lost to revokeAllForUser; else gone.
       const reason = (error as { reason?: string }).reason;
-      return { status: reason === 'csrf' || reason === 'rotated' ? 403 : 410, body: { error: (error as Error).message } };
+      const status = reason === 'csrf' || reason === 'rotated' ? 403 : reason === 'epoch' ? 409 : 410;
+      return { status, body: { error: (error as Error).message } };
     }
     if (isLarderError(error, 'E_SESSION_STORE')) return { status: 503 };
     throw error;
@@ -131,6 +135,25 @@ const ROUTES: readonly Route[] = [
         const role = q.get('role');
         const session = await ctx.login(q.get('user') ?? 'alice', role === null ? {} : { data: { role } });
         return { status: 200, body: { id: session.id } };
+      }),
+  },
+  {
+    // The login of docs/sessions.md: the password is checked inside `verify`, which reads it.
+    method: 'POST',
+    path: '/verified-login',
+    run: async (ctx, q, app) =>
+      guarded(async () => {
+        const user = q.get('user') ?? 'alice';
+        const gate = q.get('gate');
+        const session = await ctx.login(user, {
+          verify: async () => {
+            const stored = app.passwords.get(user);
+            // Hold here (a slow hash) so a test can change the password meanwhile.
+            if (gate !== null) await app.gates.pass(gate);
+            return stored !== undefined && stored === q.get('password');
+          },
+        });
+        return session === undefined ? { status: 401 } : { status: 200, body: { id: session.id } };
       }),
   },
   {
@@ -225,6 +248,7 @@ export interface TestApp {
   /** Handler runs per path. */
   readonly hits: Map<string, number>;
   readonly gates: Gates;
+  readonly passwords: Map<string, string>;
   close(): Promise<void>;
 }
 
@@ -247,7 +271,7 @@ export async function startApp(
   options: SessionMiddlewareOptions = {},
 ): Promise<TestApp> {
   const hits = new Map<string, number>();
-  const state: AppState = { sessions, gates: new Gates() };
+  const state: AppState = { sessions, gates: new Gates(), passwords: new Map() };
   let port: number;
   let close: () => Promise<void>;
 
@@ -351,5 +375,5 @@ export async function startApp(
     port = addressOf(server);
     close = () => closeServer(server);
   }
-  return { framework, url: `http://127.0.0.1:${port}`, port, hits, gates: state.gates, close };
+  return { framework, url: `http://127.0.0.1:${port}`, port, hits, gates: state.gates, passwords: state.passwords, close };
 }

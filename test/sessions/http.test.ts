@@ -439,6 +439,36 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect(events.revoked.filter((e) => e.userId === 'dave' && e.reason === 'password-change')).toHaveLength(3);
   });
 
+  it('C.24: the documented login (verify) refuses wrong passwords without touching the current session, and loses to a password change', async () => {
+    const user = 'erin';
+    app.passwords.set(user, 'old');
+    const { cookie } = await login('frank');
+    const url = (password: string, gate = '') =>
+      `/verified-login?user=${user}&password=${password}${gate === '' ? '' : `&gate=${gate}`}`;
+    // A wrong password: 401, no cookie, and the requester's current session lives on.
+    const wrong = await http(app.url, url('guess'), { method: 'POST', cookie, headers: SAME_ORIGIN });
+    expect(wrong).toMatchObject({ status: 401, setCookies: [] });
+    expect((await http(app.url, '/me', { cookie })).body).toMatchObject({ user: 'frank' });
+    // The race: the old password is checked, the password changes and every session is revoked,
+    // then the login completes. It must not leave a session the password change should have ended.
+    const racing = http(app.url, url('old', 'pw-change'), { method: 'POST', headers: SAME_ORIGIN });
+    await app.gates.reached('pw-change');
+    app.passwords.set(user, 'new');
+    await sessions.revokeAllForUser(user, { reason: 'password-change' });
+    app.gates.release('pw-change');
+    const raced = await racing;
+    expect(raced.status).toBe(409);
+    expect(raced.setCookies).toEqual([]);
+    expect(await sessions.listForUser(user)).toEqual([]);
+    // Afterwards only the new password works.
+    expect((await http(app.url, url('old'), { method: 'POST', headers: SAME_ORIGIN })).status).toBe(401);
+    const ok = await http(app.url, url('new'), { method: 'POST', headers: SAME_ORIGIN });
+    expect(ok.status).toBe(200);
+    const token = tokenFrom(ok.setCookies)!;
+    issued.push(token);
+    expect((await http(app.url, '/me', { cookie: `__Host-sid=${token}` })).body).toMatchObject({ user });
+  });
+
   it('C.11 resurrection race (C.22): a long request finishing after logout cannot bring the session back', async () => {
     const { cookie, token } = await login();
     const { tag, id } = parseToken(token)!;

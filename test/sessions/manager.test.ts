@@ -363,6 +363,33 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     expect((await sessions.create('alice', { epoch: fresh })).token).toBeTruthy();
   });
 
+  it('C.24: login({ verify }) reads the epoch before the credentials: a password change during verify wins', async () => {
+    const sessions = await manager();
+    const passwords = new Map([['alice', 'old']]);
+    // The documented example: the hash is loaded inside verify.
+    const attempt = (password: string, during?: () => Promise<unknown>) =>
+      sessions.login('alice', {
+        verify: async () => {
+          const stored = passwords.get('alice');
+          await during?.();
+          return stored === password;
+        },
+        data: { role: 'user' },
+      });
+    expect(await attempt('guess')).toBeUndefined();
+    expect(await sessions.listForUser('alice')).toEqual([]);
+    const changePassword = async () => {
+      passwords.set('alice', 'new');
+      await sessions.revokeAllForUser('alice', { reason: 'password-change' });
+    };
+    await expect(attempt('old', changePassword)).rejects.toMatchObject({ code: 'E_SESSION_INVALID', reason: 'epoch' });
+    expect(await sessions.listForUser('alice')).toEqual([]);
+    expect(await attempt('old')).toBeUndefined();
+    const issued = await attempt('new');
+    expect(issued?.session).toMatchObject({ userId: 'alice', data: { role: 'user' } });
+    expect((await sessions.validate(issued!.token)).valid).toBe(true);
+  });
+
   it('C.25: the per-user index cleans itself: 10k short sessions expire and the index goes away', async () => {
     // Long enough that no key expires in Redis (real time) while the sessions are being created.
     const sessions = await manager({ idleTimeout: 60_000, absoluteTimeout: 120_000 });

@@ -98,4 +98,22 @@ describe('session types', () => {
         return c.text('ok');
       });
     }));
+
+  it('login with verify may refuse (undefined); without it, it always resolves a session', () =>
+    typeOnly(() => {
+      const sessions = createSessions({ store: memoryStore(), schema: cartSchema });
+      const ctx = {} as SessionContext<Cart>;
+      const verify = async () => true;
+      expectTypeOf(ctx.login('u', { verify, data: { items: [] } })).resolves.toEqualTypeOf<Session<Cart> | undefined>();
+      expectTypeOf(ctx.login('u', { data: { items: [] } })).resolves.toEqualTypeOf<Session<Cart>>();
+      // @ts-expect-error data is required: Cart has required keys
+      void ctx.login('u', { verify });
+      // @ts-expect-error verify decides the epoch itself
+      void ctx.login('u', { verify, epoch: 1, data: { items: [] } });
+      expectTypeOf(sessions.login('u', { verify, data: { items: [] } })).resolves.toEqualTypeOf<
+        IssuedSession<Cart> | undefined
+      >();
+      // @ts-expect-error verify is required on the manager's login
+      void sessions.login('u', { data: { items: [] } });
+    }));
 });
