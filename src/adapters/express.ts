@@ -1,6 +1,6 @@
 /**
- * Sessions for Express (5, and 4): a middleware, a typed accessor and a guard. It needs no
- * runtime import of Express.
+ * Sessions for Express 5 (the peer dependency is `express@^5`): a middleware, a typed accessor
+ * and a guard. It needs no runtime import of Express.
  *
  * @example
  * const auth = expressSessions(sessions);
