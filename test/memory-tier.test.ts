@@ -44,7 +44,7 @@ describe.each<EvictionPolicy>(['tinylfu', 'lru'])('memory tier (%s)', (policy) =
     t.set('other', 'O', 1, Infinity);
     expect(t.get('ns:a', 99)).toBe('A');
     expect(t.get('ns:a', 100)).toBeUndefined();
-    t.deletePrefix('ns:');
+    t.deletePrefixes(['ns:']);
     expect(t.get('ns:b', 0)).toBeUndefined();
     expect(t.get('other', 0)).toBe('O');
     t.clear();

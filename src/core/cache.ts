@@ -1407,17 +1407,17 @@ export class Cache {
   async clear(): Promise<number> {
     this.#open();
     const core = this.#core;
-    const prefix = this.#keys.prefix;
-    core.flights.invalidatePrefix(prefix);
-    core.coherence.invalidatePrefix(prefix);
+    const scope = this.#keys.scope;
+    core.flights.invalidatePrefixes(scope);
+    core.coherence.invalidatePrefixes(scope);
     let deleted: number;
     try {
-      deleted = await core.store.clear(prefix);
+      deleted = await core.store.clear(scope);
     } catch (error) {
       this.#writeFailed('clear', undefined, error);
       return 0;
     }
-    await core.coherence.announce({ prefixes: [prefix] });
+    await core.coherence.announce({ prefixes: scope });
     return deleted;
   }
 

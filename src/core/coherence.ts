@@ -153,8 +153,8 @@ export class Coherence {
     }
   }
 
-  invalidatePrefix(prefix: string): void {
-    this.l1?.deletePrefix(prefix);
+  invalidatePrefixes(prefixes: readonly string[]): void {
+    this.l1?.deletePrefixes(prefixes);
     this.#floor = ++this.#seq;
   }
 
@@ -179,9 +179,9 @@ export class Coherence {
       this.l1?.delete(key);
       this.#note(key);
     }
-    for (const prefix of invalidation.prefixes) {
-      this.#flights.invalidatePrefix(prefix);
-      this.invalidatePrefix(prefix);
+    if (invalidation.prefixes.length > 0) {
+      this.#flights.invalidatePrefixes(invalidation.prefixes);
+      this.invalidatePrefixes(invalidation.prefixes);
     }
     for (const [tag, version] of invalidation.tags) this.tags.learn(tag, version);
   }

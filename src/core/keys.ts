@@ -1,10 +1,13 @@
 /**
- * Key layout: `<namespace>:v<version>:<child>:…:<key>`.
+ * Key layout: `<namespace>:v<version>:<key>` for the root, `<parent>/<child>[@v<version>]:<key>`
+ * for a child from `cache.namespace()` (so `app:v1/users:42`, `app:v1/users@v2/orders:7`).
  *
  * The version comes right after the root namespace so that bumping it hides every entry of the
- * cache at once, children included, and `clear()` on a namespace also clears its children (they
- * share its prefix). Namespace segments are restricted to a safe alphabet because they end up in
- * a `SCAN MATCH` pattern; user keys may hold any character.
+ * cache at once, children included. A child hangs off its parent's prefix with `/` instead of
+ * `:`: user keys may hold any character, so a child at `app:v1:users:` would share keys with the
+ * parent's own `users:42`; after `app:v1/` nothing the parent writes can follow. For the same
+ * reason a child's version is marked with `@`, which no namespace name contains. Namespace
+ * segments are restricted to a safe alphabet because they end up in a `SCAN MATCH` pattern.
  */
 import { InvalidKeyError, InvalidOptionError } from '../errors.js';
 import { describe } from './durations.js';
@@ -40,6 +43,11 @@ const REMEMBERED = 10_000;
 export class KeySpace {
   /** Everything before the user key, ending in `:`. */
   readonly prefix: string;
+  /**
+   * The prefixes `clear()` covers: this space's own keys and its children's
+   * (`app:v1:` and `app:v1/`).
+   */
+  readonly scope: readonly [own: string, children: string];
   readonly maxKeyLength: number;
   /**
    * Full keys built recently, by user key. A string made by concatenation must be flattened and
@@ -50,6 +58,7 @@ export class KeySpace {
 
   constructor(prefix: string, maxKeyLength: number) {
     this.prefix = prefix;
+    this.scope = [prefix, `${prefix.slice(0, -1)}/`];
     this.maxKeyLength = maxKeyLength;
   }
 
@@ -58,7 +67,7 @@ export class KeySpace {
   }
 
   child(name: string, version: string | undefined): KeySpace {
-    return new KeySpace(`${this.prefix}${name}:${version === undefined ? '' : `v${version}:`}`, this.maxKeyLength);
+    return new KeySpace(`${this.scope[1]}${name}${version === undefined ? '' : `@v${version}`}:`, this.maxKeyLength);
   }
 
   /** The full store key, or an {@link InvalidKeyError} before any I/O. */
@@ -76,12 +85,6 @@ export class KeySpace {
   /** The user key of a full key built by this space. */
   user(fullKey: string): string {
     return fullKey.slice(this.prefix.length);
-  }
-
-  /** Glob pattern matching every key of this space (and its children), for `SCAN MATCH`. */
-  get pattern(): string {
-    // Namespace segments cannot hold glob characters, so no escaping is needed.
-    return `${this.prefix}*`;
   }
 
   private invalid(key: unknown): InvalidKeyError {

@@ -9,6 +9,7 @@
  */
 import { AbortError } from '../errors.js';
 import { Abortable } from './loader.js';
+import { startsWithAny } from '../stores/store.js';
 
 export class Flight<T> extends Abortable {
   readonly key: string;
@@ -109,10 +110,10 @@ export class Flights {
     this.#map.delete(key);
   }
 
-  /** {@link invalidate} for every flight whose key starts with `prefix`. */
-  invalidatePrefix(prefix: string): void {
+  /** {@link invalidate} for every flight whose key starts with one of `prefixes`. */
+  invalidatePrefixes(prefixes: readonly string[]): void {
     for (const [key, flight] of this.#map) {
-      if (!key.startsWith(prefix)) continue;
+      if (!startsWithAny(key, prefixes)) continue;
       flight.invalidated = true;
       this.#map.delete(key);
     }

@@ -92,7 +92,8 @@ export class Observed {
       if (typeof child !== 'object' || child === null || typeof child.stats !== 'function') {
         throw new TypeError(`Larder observability: namespace "${label}" is not a cache`);
       }
-      if (!child.prefix.startsWith(cache.prefix) || child === cache) {
+      // A child's keys hang off its parent's prefix with `/` (see core/keys.ts).
+      if (!child.prefix.startsWith(`${cache.prefix.slice(0, -1)}/`)) {
         throw new TypeError(`Larder observability: namespace "${label}" is not a child of this cache (cache.namespace(...))`);
       }
     }

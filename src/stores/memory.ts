@@ -21,7 +21,7 @@ import type {
   SubscribeHandlers,
   Subscription,
 } from './store.js';
-import { WAIT_MARK } from './store.js';
+import { startsWithAny, WAIT_MARK } from './store.js';
 
 export interface MemoryStoreOptions {
   /**
@@ -161,10 +161,10 @@ export class MemoryStore implements Store {
     return deleted;
   }
 
-  async clear(prefix: string): Promise<number> {
+  async clear(prefixes: readonly string[]): Promise<number> {
     let deleted = 0;
     for (const key of [...this.#lru.keys()]) {
-      if (key.startsWith(prefix) && this.#lru.delete(key)) deleted++;
+      if (startsWithAny(key, prefixes) && this.#lru.delete(key)) deleted++;
     }
     return deleted;
   }

@@ -20,7 +20,7 @@ import {
   type RedisCommand,
   type RedisDriver,
 } from './redis-driver.js';
-import { WAIT_MARK } from './store.js';
+import { commonStart, startsWithAny, WAIT_MARK } from './store.js';
 import type {
   ConditionalExpire,
   ConditionalWrite,
@@ -451,12 +451,15 @@ export class RedisStore implements Store {
     return this.run(() => this.driver.unlink(keys), { command: 'UNLINK', keys });
   }
 
-  async clear(prefix: string): Promise<number> {
+  async clear(prefixes: readonly string[]): Promise<number> {
     let deleted = 0;
     let batch: string[] = [];
+    // One SCAN over the prefixes' common start, filtered here (a glob has no alternation):
+    // `app:v1*` for `app:v1:` and `app:v1/`, which also matches `app:v10:`, left alone.
+    // Namespace segments hold no glob characters, so the stem needs no escaping.
     // SCAN may return a key twice; UNLINK of an absent key is harmless and not counted.
-    for await (const keys of this.#scan(`${prefix}*`)) {
-      batch.push(...keys);
+    for await (const keys of this.#scan(`${commonStart(prefixes)}*`)) {
+      for (const key of keys) if (startsWithAny(key, prefixes)) batch.push(key);
       if (batch.length >= UNLINK_BATCH) {
         const chunk = batch;
         batch = [];

@@ -148,8 +148,11 @@ export interface Store {
   expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]>;
   /** Deletes keys in one round trip; returns how many existed. */
   delete(keys: readonly string[]): Promise<number>;
-  /** Deletes every key starting with `prefix`, in batches (never `KEYS`); returns how many. */
-  clear(prefix: string): Promise<number>;
+  /**
+   * Deletes every key starting with one of `prefixes` (a namespace's own keys and its
+   * children's), in batches (never `KEYS`); returns how many.
+   */
+  clear(prefixes: readonly string[]): Promise<number>;
 
   /** Sends a message to every subscriber of `channel` (in every process sharing the store). */
   publish(channel: string, message: string, options?: PubSubOptions): Promise<void>;
@@ -165,4 +168,21 @@ export interface Store {
   watchBreaker?(listener: (state: StoreStatus['breaker']) => void): () => void;
   /** Releases what the store opened. Never closes a client the user passed in. */
   close(): Promise<void>;
+}
+
+/** Whether `key` starts with one of `prefixes`. */
+export function startsWithAny(key: string, prefixes: readonly string[]): boolean {
+  for (const prefix of prefixes) if (key.startsWith(prefix)) return true;
+  return false;
+}
+
+/** The longest common start of `prefixes` (the `SCAN MATCH` stem that covers them all). */
+export function commonStart(prefixes: readonly string[]): string {
+  let stem = prefixes[0] ?? '';
+  for (const prefix of prefixes) {
+    let i = 0;
+    while (i < stem.length && i < prefix.length && stem[i] === prefix[i]) i++;
+    stem = stem.slice(0, i);
+  }
+  return stem;
 }

@@ -11,6 +11,7 @@
  * Entries carry their own expiry (`until`); expired entries are dropped when read. Nothing here
  * allocates on a hit.
  */
+import { startsWithAny } from '../stores/store.js';
 import { FrequencySketch, hashKey } from './sketch.js';
 
 export type EvictionPolicy = 'tinylfu' | 'lru';
@@ -149,9 +150,9 @@ export class MemoryTier<V> {
     return true;
   }
 
-  /** Deletes every entry whose key starts with `prefix`. */
-  deletePrefix(prefix: string): void {
-    for (const node of this.#map.values()) if (node.key.startsWith(prefix)) this.#unlink(node);
+  /** Deletes every entry whose key starts with one of `prefixes`. */
+  deletePrefixes(prefixes: readonly string[]): void {
+    for (const node of this.#map.values()) if (startsWithAny(node.key, prefixes)) this.#unlink(node);
   }
 
   clear(): void {

@@ -46,7 +46,7 @@ describe('with a private Redis', () => {
       const client = new Client(service.url);
       // The first tagged read of the process also fetches the tag's version (then kept current by the bus).
       await client.get('/products/100');
-      const written = `${service.services.config.cacheNamespace}:v1:products:100`;
+      const written = `${service.services.config.cacheNamespace}:v1/products:100`;
       await eventually(async () => (await admin.exists(written)) === 1, 5_000, 'the entry to be written');
       const before = await commandStats(admin);
       const queries = service.services.db.queries;

@@ -369,13 +369,39 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         const cache = await make({ namespace: ns });
         const users = cache.namespace('users');
         expect(cache.prefix).toBe(`${ns}:v1:`);
-        expect(users.prefix).toBe(`${ns}:v1:users:`);
-        expect(cache.namespace('posts', { version: 3 }).prefix).toBe(`${ns}:v1:posts:v3:`);
+        expect(users.prefix).toBe(`${ns}:v1/users:`);
+        expect(cache.namespace('posts', { version: 3 }).prefix).toBe(`${ns}:v1/posts@v3:`);
+        expect(users.namespace('orders').prefix).toBe(`${ns}:v1/users/orders:`);
         await users.set('1', 'Ada');
-        expect(await h.raw.get(`${ns}:v1:users:1`)).toBeDefined();
+        expect(await h.raw.get(`${ns}:v1/users:1`)).toBeDefined();
         expect(await users.get('1')).toBe('Ada');
         expect(await cache.get('1')).toBeUndefined();
         expect(() => cache.namespace('no:colons')).toThrow(InvalidOptionError);
+        expect(() => cache.namespace('no/slashes')).toThrow(InvalidOptionError);
+        expect(() => cache.namespace('no@ats')).toThrow(InvalidOptionError);
+      });
+
+      it('a parent key never meets a child key, whatever characters it holds', async () => {
+        const cache = await make();
+        const users = cache.namespace('users');
+        const v2 = cache.namespace('users', { version: 2 });
+        // Each pair would be one store key if children hung off the parent with `:`.
+        await cache.set('users:42', 'parent');
+        await users.set('42', 'child');
+        await users.set('v2:7', 'unversioned child');
+        await v2.set('7', 'versioned child');
+        await users.set('orders:1', 'child key');
+        await users.namespace('orders').set('1', 'grandchild');
+        expect(await cache.get('users:42')).toBe('parent');
+        expect(await users.get('42')).toBe('child');
+        expect(await users.get('v2:7')).toBe('unversioned child');
+        expect(await v2.get('7')).toBe('versioned child');
+        expect(await users.get('orders:1')).toBe('child key');
+        expect(await users.namespace('orders').get('1')).toBe('grandchild');
+        // Clearing a child leaves the parent's look-alike keys and the other version alone.
+        expect(await users.clear()).toBe(4);
+        expect(await cache.get('users:42')).toBe('parent');
+        expect(await v2.get('7')).toBe('versioned child');
       });
 
       it('bumping the version hides every old entry', async () => {
