@@ -50,21 +50,36 @@ async function worker(env: Record<string, string>): Promise<Worker> {
 
 type Read = { value: string; tier: string; at: number };
 
+/** Waits until the worker hears its own bus (its L1 is trusted from then on). */
+async function busUp(w: Worker): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await w.call<{ events: boolean[] }>('bus')).events.at(-1) !== true) {
+    if (Date.now() > deadline) throw new Error('the bus did not come up within 10 s');
+    await sleep(20);
+  }
+}
+
+/** Reads `key` on `w` until the value is held in its L1 (a late bus message may evict the first copy). */
+async function heldInL1(w: Worker, key: string): Promise<Read> {
+  let held: Read;
+  let reads = 0;
+  do held = await w.call<Read>('getOrSet', { key, value: 'x' });
+  while (held.tier !== 'l1' && ++reads < 50);
+  return held;
+}
+
 describe('L1 coherence across processes', () => {
   it('a write on A reaches B within a bound (measured over 50 writes)', async () => {
     const namespace = uniqueNamespace('coherence');
     const a = await worker({ NAMESPACE: namespace, HEARTBEAT: '200' });
     const b = await worker({ NAMESPACE: namespace, HEARTBEAT: '200' });
-    await sleep(500); // both hear their bus
+    await Promise.all([busUp(a), busUp(b)]);
     const delays: number[] = [];
     for (let i = 1; i <= 50; i++) {
       await a.call('set', { key: 'k', value: `v${i - 1}` });
       // B holds v(i-1) in its L1. (The bus message for that write may land just after B's first
       // read refilled L1, and evict it again: read until the copy sticks.)
-      let held: Read;
-      let reads = 0;
-      do held = await b.call<Read>('getOrSet', { key: 'k', value: 'x' });
-      while (held.tier !== 'l1' && ++reads < 50);
+      const held = await heldInL1(b, 'k');
       expect(held).toMatchObject({ value: `v${i - 1}`, tier: 'l1' });
       const watching = b.call<{ at: number }>('watch', { key: 'k', expect: `v${i}` });
       const written = await a.call<{ at: number }>('set', { key: 'k', value: `v${i}` });
@@ -87,10 +102,9 @@ describe('L1 coherence across processes', () => {
     cleanups.push(() => proxy.close());
     const a = await worker({ NAMESPACE: namespace, HEARTBEAT: String(heartbeat) });
     const b = await worker({ NAMESPACE: namespace, HEARTBEAT: String(heartbeat), REDIS_URL: proxy.url, COMMAND_TIMEOUT: '100' });
-    await sleep(500);
+    await Promise.all([busUp(a), busUp(b)]);
     await a.call('set', { key: 'k', value: 'v1' });
-    await b.call('getOrSet', { key: 'k', value: 'x' });
-    expect(await b.call<Read>('getOrSet', { key: 'k', value: 'x' })).toMatchObject({ value: 'v1', tier: 'l1' });
+    expect(await heldInL1(b, 'k')).toMatchObject({ value: 'v1', tier: 'l1' });
     // A silent partition between B and Redis: the connection stays up, nothing gets through.
     proxy.blackhole(true);
     await a.call('set', { key: 'k', value: 'v2' });

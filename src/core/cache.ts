@@ -86,6 +86,13 @@ type Read =
   | { readonly state: 'corrupt' }
   | { readonly state: 'fresh' | 'stale' | 'expired' | 'pending' | 'invalid'; readonly entry: Entry };
 
+/** A read of one key in progress, shared by the `getOrSet` callers that arrive meanwhile. */
+interface SharedRead {
+  readonly read: Promise<Read>;
+  /** The flight the first caller past a miss started or joined; later callers join it too. */
+  flight: Flight<unknown> | undefined;
+}
+
 /** What a write after a load puts in the store, and the entry it is (for L1). */
 interface EntryWrite {
   readonly write: StoreWrite;
@@ -196,6 +203,8 @@ class CacheCore {
   readonly compression: ResolvedCompression | undefined;
   readonly codecs = new WeakMap<Serializer, EntryCodec>();
   readonly flights = new Flights();
+  /** `getOrSet` reads on the wire, by full key (see `#readThrough`). */
+  readonly reads = new Map<string, SharedRead>();
   readonly counters = new Counters();
   readonly latency = new Latency();
   /** Record latency histograms (`metrics` option). */
@@ -468,8 +477,13 @@ export class Cache {
    * The read of `getOrSet`. A fresh hit returns here, without a flight: flights exist only for
    * loads and refreshes, so concurrent hits cost what raw `GET`s cost. Anything else joins or
    * starts the key's flight (whose lease keeps the loader to one call across processes).
+   *
+   * Callers arriving while a read of the key is on the wire share it instead of sending their
+   * own (with the default serializer and no schema, which read alike): without that, 1,000
+   * concurrent callers send 1,000 reads, and a fast loader can finish before the last replies
+   * arrive, so late callers see a miss the first load already filled.
    */
-  async #readThrough<T>(
+  #readThrough<T>(
     fullKey: string,
     userKey: string,
     loader: Loader<T>,
@@ -479,62 +493,109 @@ export class Cache {
   ): Promise<T> {
     const core = this.#core;
     const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
+    const forceFresh = options?.forceFresh === true;
+    const shareable = codec === core.defaultCodec && options?.schema === undefined && !forceFresh;
+    let shared = shareable ? core.reads.get(fullKey) : undefined;
+    if (shared === undefined) {
+      shared = { read: this.#readOnce(fullKey, userKey, loader, options, opts, codec, forceFresh), flight: undefined };
+      if (shareable) {
+        const record = shared;
+        core.reads.set(fullKey, record);
+        const forget = () => {
+          if (core.reads.get(fullKey) === record) core.reads.delete(fullKey);
+        };
+        record.read.then(forget, forget);
+      }
+    }
+    return this.#afterRead(shared, fullKey, userKey, loader, options, opts, codec, forceFresh, signal);
+  }
+
+  /**
+   * Reads and classifies the key once, for every caller sharing the read; what is done once per
+   * read (latency, the lease-first heuristic, the L1 fill, the early refresh check) is done here.
+   * Never rejects: a store failure is the `error` state.
+   */
+  #readOnce<T>(
+    fullKey: string,
+    userKey: string,
+    loader: Loader<T>,
+    options: GetOrSetOptions<T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    forceFresh: boolean,
+  ): Promise<Read> {
+    const core = this.#core;
     const since = core.coherence.seq;
     const t0 = core.metrics ? performance.now() : 0;
-    let read: Read | undefined;
-    let wire: Wire | undefined | null;
     const lease =
-      core.leaseFirst && core.store.shared && opts.lock !== false && options?.forceFresh !== true
-        ? this.#newLease(fullKey)
-        : undefined;
-    try {
-      const reading =
-        lease === undefined
-          ? core.store.get(fullKey, codec.binary)
-          : core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary).then(([reply]) => reply);
-      wire = await (signal === undefined ? reading : untilAborted(reading, signal, fullKey));
-      if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
-    } catch (error) {
-      if (isAbortError(error) && signal?.aborted === true) throw error;
-      if (lease !== undefined && error instanceof StoreError && error.reply) {
-        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
-        core.leaseFirstRefused = true;
-        core.leaseFirst = false;
+      core.leaseFirst && core.store.shared && opts.lock !== false && !forceFresh ? this.#newLease(fullKey) : undefined;
+    const settle = (read: Read): Read => {
+      if (core.metrics) core.latency.l2.record(performance.now() - t0);
+      core.noteRead(read.state !== 'fresh');
+      if (read.state === 'fresh' && !forceFresh) {
+        const now = core.clock.now();
+        if (codec === core.defaultCodec && options?.schema === undefined) core.coherence.fill(fullKey, read.entry, now, since);
+        this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry, now);
       }
-      core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
-      wire = null;
-    }
-    if (read !== undefined) {
-      // Leased while reading: nothing to classify.
-    } else if (wire === null) read = ERROR;
-    else if (wire === undefined) read = ABSENT;
-    else {
-      // Only a schema check can make this asynchronous: do not pay an `await` otherwise.
-      const classified = this.#classify(fullKey, wire, codec, options?.schema);
-      read = classified instanceof Promise ? await classified : classified;
-    }
-    const forceFresh = options?.forceFresh === true;
-    if (core.metrics) core.latency.l2.record(performance.now() - t0);
-    core.noteRead(read.state !== 'fresh');
+      return read;
+    };
+    const reading =
+      lease === undefined
+        ? core.store.get(fullKey, codec.binary)
+        : core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary).then(([reply]) => reply);
+    return reading.then(
+      (wire) => {
+        if (wire === undefined) return settle(lease === undefined ? ABSENT : { state: 'leased', lease });
+        // Only a schema check can make this asynchronous: do not pay for a promise otherwise.
+        const classified = this.#classify(fullKey, wire, codec, options?.schema);
+        return classified instanceof Promise ? classified.then(settle) : settle(classified);
+      },
+      (error: unknown) => {
+        if (lease !== undefined && error instanceof StoreError && error.reply) {
+          // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
+          core.leaseFirstRefused = true;
+          core.leaseFirst = false;
+        }
+        core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
+        return settle(ERROR);
+      },
+    );
+  }
+
+  /** One caller's answer from a (possibly shared) read: the hit, or the key's flight. */
+  async #afterRead<T>(
+    shared: SharedRead,
+    fullKey: string,
+    userKey: string,
+    loader: Loader<T>,
+    options: GetOrSetOptions<T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    forceFresh: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    const core = this.#core;
+    const read = await (signal === undefined ? shared.read : untilAborted(shared.read, signal, fullKey));
     if (read.state === 'fresh' && !forceFresh) {
       this.#hit(fullKey, read.entry, false);
-      const now = core.clock.now();
-      if (codec === core.defaultCodec && options?.schema === undefined) core.coherence.fill(fullKey, read.entry, now, since);
-      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry, now);
       return read.entry.value as T;
     }
+    // The first caller past a miss starts (or finds) the flight; the others of the same read
+    // join that one, even if it has already ended (an instant loader ends within a tick).
+    if (shared.flight !== undefined) return (shared.flight as Flight<T>).join(signal);
     const running = core.flights.get<T>(fullKey);
     if (running !== undefined) {
       // Our read took the lease while another caller here was already loading: hand it back.
       if (read.state === 'leased') void this.#releaseLease(read.lease);
+      shared.flight = running;
       return running.join(signal);
     }
-    return core.flights
-      .start<T>(fullKey, (flight) => {
-        const job = this.#job(flight, userKey, loader, options, opts, codec);
-        return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
-      })
-      .join(signal);
+    const flight = core.flights.start<T>(fullKey, (started) => {
+      const job = this.#job(started, userKey, loader, options, opts, codec);
+      return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
+    });
+    shared.flight = flight;
+    return flight.join(signal);
   }
 
   /** The common miss: the read itself took the lease, so load and write, nothing else. */

@@ -231,6 +231,32 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(new Set(results.map((r) => JSON.stringify(r)))).toEqual(new Set(['{"n":42}']));
       });
 
+      it('an instant loader still runs once for 1,000 concurrent misses: callers share one read', async () => {
+        for (const lock of [undefined, false] as const) {
+          const spied = spyStore(await h.store());
+          const cache = await make(lock === undefined ? {} : { lock }, spied.store);
+          let calls = 0;
+          const results = await Promise.all(
+            Array.from({ length: 1000 }, () =>
+              cache.getOrSet('instant', () => {
+                calls++;
+                return 7;
+              }),
+            ),
+          );
+          expect(calls).toBe(1);
+          expect(results.every((r) => r === 7)).toBe(true);
+          // One read of the key for all of them (then the lease of the load, with locks), not 1,000.
+          expect(spied.calls.filter((c) => c === 'get' || c === 'lease').length).toBe(lock === false ? 1 : 2);
+          expect(cache.stats().misses).toBe(1);
+          // Hits arriving together share one read too, and each counts as a hit.
+          spied.calls.length = 0;
+          await Promise.all(Array.from({ length: 100 }, () => cache.getOrSet('instant', () => 0)));
+          expect(spied.calls.filter((c) => c === 'get' || c === 'lease').length).toBeLessThanOrEqual(1);
+          expect(cache.stats().hits).toBe(100);
+        }
+      });
+
       it('shares one error with every waiter and never caches it', async () => {
         const cache = await make();
         let calls = 0;
