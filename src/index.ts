@@ -46,6 +46,8 @@ export type {
   StoreWrite,
   SubscribeHandlers,
   Subscription,
+  VersionReply,
+  VersionRequest,
   Wire,
 } from './stores/store.js';
 export { jsonSerializer } from './serializers/json.js';

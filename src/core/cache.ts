@@ -253,7 +253,9 @@ class CacheCore {
         channel: `larder:bus:${namespace}`,
         // Outside `<namespace>:v<version>:`, so no user key can collide with a tag.
         tagKey: (tag) => `${namespace}:tags:v${version}:${tag}`,
+        tagTtl: this.tagTtl,
         maxKeyLength,
+        clock: this.clock,
       },
       this.flights,
       {
@@ -1492,11 +1494,9 @@ export class Cache {
     const core = this.#core;
     const list = core.tags.check(tags);
     if (list.length === 0) return;
-    const stamps = list.map((tag): [string, string] => [tag, TagVersions.next()]);
-    // Locally first: if the store write fails, this instance errs on the side of misses.
-    for (const [tag, version] of stamps) core.tags.learn(tag, version);
+    let stamps: TagStamp[];
     try {
-      await core.store.setMany(stamps.map(([tag, version]) => ({ key: core.tags.keyOf(tag), value: version, ttl: core.tagTtl })));
+      stamps = await core.tags.bump(list);
     } catch (error) {
       this.#writeFailed('invalidateTags', undefined, error);
       return;

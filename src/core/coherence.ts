@@ -8,6 +8,7 @@
  */
 import { InvalidationBus, type BusOptions, type Invalidation } from '../bus/bus.js';
 import { checkCount, checkDuration } from './durations.js';
+import type { Clock } from './clock.js';
 import type { Entry } from './entry.js';
 import { InvalidOptionError } from '../errors.js';
 import type { Store } from '../stores/store.js';
@@ -47,7 +48,9 @@ export class Coherence {
       bus: BusOptions | false | undefined;
       channel: string;
       tagKey: (tag: string) => string;
+      tagTtl: number;
       maxKeyLength: number;
+      clock: Clock;
     },
     flights: Flights,
     readonly hooks: CoherenceHooks,
@@ -81,7 +84,17 @@ export class Coherence {
         : checkDuration('bus.heartbeat', options.bus.heartbeat, { zero: false });
     // Also on an unshared (memory) store: several caches in one process may share it.
     this.#bus = options.bus !== false ? new InvalidationBus(store, options.channel, { heartbeat }) : undefined;
-    this.tags = new TagVersions(store, options.tagKey, () => this.trusted, options.maxKeyLength);
+    this.tags = new TagVersions(store, {
+      keyOf: options.tagKey,
+      trusted: () => this.trusted,
+      maxTagLength: options.maxKeyLength,
+      ttl: options.tagTtl,
+      // With a bus, copies are kept current by it; without one, they are as fresh as `l1.ttl`,
+      // like the L1 entries they vouch for (other instances' invalidations never reach them).
+      maxAge: this.#bus === undefined && this.#shared ? this.#l1Ttl : Infinity,
+      clock: options.clock,
+      announce: (stamps) => void this.announce({ tags: stamps }),
+    });
     if (this.l1 !== undefined) this.listen();
   }
 

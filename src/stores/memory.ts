@@ -20,8 +20,10 @@ import type {
   StoreWrite,
   SubscribeHandlers,
   Subscription,
+  VersionReply,
+  VersionRequest,
 } from './store.js';
-import { startsWithAny, WAIT_MARK } from './store.js';
+import { nextVersion, startsWithAny, WAIT_MARK } from './store.js';
 
 export interface MemoryStoreOptions {
   /**
@@ -144,6 +146,15 @@ export class MemoryStore implements Store {
       this.#write(key, marked, ttl === 0 || ttl === Infinity ? Infinity : ttl);
     }
     return true;
+  }
+
+  async versions(requests: readonly VersionRequest[]): Promise<VersionReply[]> {
+    return requests.map((r) => {
+      const current = this.#lru.get(r.key);
+      const reply = nextVersion(current === undefined ? undefined : (as(current, false) as string), r, Date.now());
+      if (reply.changed) this.#write(r.key, reply.version, r.ttl);
+      return reply;
+    });
   }
 
   async expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]> {

@@ -33,6 +33,8 @@ import type {
   StoreWrite,
   SubscribeHandlers,
   Subscription,
+  VersionReply,
+  VersionRequest,
 } from './store.js';
 
 /** Options shared by `redisStore()` and `ioredisStore()`. */
@@ -116,6 +118,26 @@ export const EXPIRE_IF = new LuaScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur and string.sub(cur, 1, #ARGV[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+`);
+
+/**
+ * Reads (`ARGV[1]` = '0') or advances ('1') the version `<epoch>.<n>` of the key, creating it from
+ * the server's clock when absent (see `Store.versions`); a value of another form (an earlier
+ * Larder's random token) reads as it is, and a bump replaces it; `ARGV[2]` is the PX of a written version.
+ * Answers `{version, 1 when written}`. TIME is allowed in scripts since Redis 5 (effects replication).
+ */
+export const VERSIONS = new LuaScript(`
+local cur = redis.call('GET', KEYS[1])
+local epoch, n
+if cur then epoch, n = string.match(cur, '^(%d+)%.(%d+)$') end
+if cur and ARGV[1] == '0' then return {cur, 0} end
+if not epoch then
+  local t = redis.call('TIME')
+  epoch, n = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)), '0'
+end
+local v = epoch .. '.' .. string.format('%d', tonumber(n) + tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return {v, 1}
 `);
 
 /** `SET NX PX GET` for Redis < 7.0, which refuses NX with GET. */
@@ -444,6 +466,19 @@ export class RedisStore implements Store {
       (i) => [requests[i]!.expect, px(requests[i]!.ttl)],
     );
     return replies.map((reply) => Number(reply) === 1);
+  }
+
+  async versions(requests: readonly VersionRequest[]): Promise<VersionReply[]> {
+    if (requests.length === 0) return [];
+    const replies = await this.#scriptBatch(
+      VERSIONS,
+      requests.map((r) => r.key),
+      (i) => [requests[i]!.bump ? '1' : '0', px(requests[i]!.ttl)],
+    );
+    return replies.map((reply): VersionReply => {
+      const [version, changed] = reply as [unknown, unknown];
+      return { version: typeof version === 'string' ? version : String(version), changed: Number(changed) === 1 };
+    });
   }
 
   async delete(keys: readonly string[]): Promise<number> {

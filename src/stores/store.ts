@@ -59,6 +59,21 @@ export interface LeaseRequest {
   readonly ttl: number;
 }
 
+/** A version to read or advance (see {@link Store.versions}). */
+export interface VersionRequest {
+  readonly key: string;
+  /** `true`: advance the version; `false`: read it (creating it when absent). */
+  readonly bump: boolean;
+  /** TTL given to a version that is written. */
+  readonly ttl: number;
+}
+
+/** A version as the store answered it, and whether this request wrote it (created or advanced). */
+export interface VersionReply {
+  readonly version: string;
+  readonly changed: boolean;
+}
+
 export interface SubscribeHandlers {
   /** A message arrived on the channel. */
   message(message: string): void;
@@ -146,6 +161,15 @@ export interface Store {
   mark(key: string, expect: string): Promise<boolean>;
   /** Sets the TTL of each key whose value starts with its `expect`, in one round trip. Atomic per key. */
   expireIf(requests: readonly ConditionalExpire[]): Promise<boolean[]>;
+  /**
+   * Ordered versions (`<epoch>.<n>`), one round trip for all requests, each atomic. A key that is
+   * absent gets `<now in ms>.0` from the store's own clock, so a version recreated after expiring
+   * sorts after every earlier one; a `bump` advances `n` (and replaces a value of another form,
+   * which a read answers as it is: an earlier Larder's version). A written
+   * version gets `ttl`; a version only read keeps its TTL. Because the store orders the versions of
+   * a key, instances learning them in any order agree on the newest ({@link newerVersion}).
+   */
+  versions(requests: readonly VersionRequest[]): Promise<VersionReply[]>;
   /** Deletes keys in one round trip; returns how many existed. */
   delete(keys: readonly string[]): Promise<number>;
   /**
@@ -185,4 +209,28 @@ export function commonStart(prefixes: readonly string[]): string {
     stem = stem.slice(0, i);
   }
   return stem;
+}
+
+const VERSION = /^(\d+)\.(\d+)$/;
+
+/**
+ * Whether `candidate` is a later version than `known` (see {@link Store.versions}). Anything
+ * else than `<epoch>.<n>` (absent, or written by an older Larder) is older than every version.
+ */
+export function newerVersion(candidate: string, known: string | undefined): boolean {
+  if (known === undefined) return true;
+  const c = VERSION.exec(candidate);
+  const k = VERSION.exec(known);
+  if (c === null) return k === null && candidate !== known;
+  if (k === null) return true;
+  const epochs = Number(c[1]) - Number(k[1]);
+  return epochs > 0 || (epochs === 0 && Number(c[2]) > Number(k[2]));
+}
+
+/** The version a store holding `current` answers for `request` (shared by stores that are not Redis). */
+export function nextVersion(current: string | undefined, request: VersionRequest, now: number): VersionReply {
+  const match = current === undefined ? null : VERSION.exec(current);
+  if (current !== undefined && !request.bump) return { version: current, changed: false };
+  const [epoch, n] = match === null ? [String(Math.floor(now)), 0] : [match[1]!, Number(match[2])];
+  return { version: `${epoch}.${request.bump ? n + 1 : n}`, changed: true };
 }
