@@ -12,6 +12,17 @@
  * instance stops hearing itself within `3 × heartbeat`, reports the bus down, and the cache
  * stops using (and clears) its L1 until the heartbeat returns. That bounds how stale an L1 can
  * be, where a bus without heartbeats would wait for TCP to notice, or forever.
+ *
+ * Heartbeats go on a channel of each instance's own, beside the shared one (same hash slot, so
+ * the same shard on a cluster, same subscriber connection): every instance hears one heartbeat
+ * per interval, its own, not one per instance of the fleet.
+ *
+ * Pub/sub is fire-and-forget, so a message whose `PUBLISH` fails (a blip on the command
+ * connection, while the subscriber connection stays up) would be lost, and the other instances
+ * would keep their copies until they expire. Unsent messages are kept and sent again at each
+ * heartbeat; past {@link MAX_UNSENT} they collapse into one "reset" message that makes every other
+ * instance drop its L1 and tag copies. Late delivery is harmless: evictions are idempotent and
+ * tag versions only move forward.
  */
 import { randomBytes } from 'node:crypto';
 import type { PubSubOptions, Store, Subscription } from '../stores/store.js';
@@ -26,6 +37,8 @@ export interface Invalidation {
 export interface BusHandlers {
   /** Another instance changed something. */
   invalidate(invalidation: Invalidation): void;
+  /** Another instance lost track of what it changed: every local copy may be stale. */
+  reset(): void;
   /** The bus became trustworthy (`true`) or stopped being so (`false`). */
   connection(connected: boolean): void;
 }
@@ -42,21 +55,28 @@ export interface BusOptions {
 
 /** Keys per message: a large `deleteMany` goes out as several messages, none of them huge. */
 const KEYS_PER_MESSAGE = 500;
+/** Most messages kept for a retry; past this they collapse into one reset message. */
+export const MAX_UNSENT = 100;
 /**
  * Sharded pub/sub on a Redis Cluster (the channel costs one shard, not every node), classic
  * elsewhere. Every instance resolves `auto` the same way, so publishers and subscribers meet.
  */
 const PUB_SUB: PubSubOptions = { mode: 'auto' };
 
-type Wire = ['i', string, string[], string[], [string, string][]] | ['h', string];
+/** Invalidation, reset (drop every copy), heartbeat. */
+type Wire = ['i', string, string[], string[], [string, string][]] | ['r', string] | ['h', string];
 
 export class InvalidationBus {
   readonly channel: string;
   readonly instanceId = randomBytes(8).toString('hex');
+  /** This instance's heartbeat channel: hashes like `channel` (its hash tag is all of `channel`). */
+  readonly heartbeatChannel: string;
   readonly #store: Store;
   readonly #heartbeat: number;
   #handlers: BusHandlers | undefined;
-  #subscription: Subscription | undefined;
+  #subscriptions: Subscription[] = [];
+  /** Messages whose PUBLISH failed, sent again at each heartbeat. */
+  #unsent: Wire[] = [];
   #starting: Promise<void> | undefined;
   #connected = false;
   #lastHeard = 0;
@@ -68,6 +88,7 @@ export class InvalidationBus {
   constructor(store: Store, channel: string, options: BusOptions = {}) {
     this.#store = store;
     this.channel = channel;
+    this.heartbeatChannel = `{${channel}}:hb:${this.instanceId}`;
     this.#heartbeat = options.heartbeat ?? 1_000;
   }
 
@@ -89,32 +110,47 @@ export class InvalidationBus {
   }
 
   async #subscribe(): Promise<void> {
+    const subscriptions: Subscription[] = [];
     try {
-      this.#subscription = await this.#store.subscribe(
-        this.channel,
-        {
-          message: (text) => this.#receive(text),
-          connection: (up) => {
-            // A drop is reported at once; a return only once we hear ourselves again.
-            if (!up) this.#setConnected(false);
-            else this.#beat();
+      subscriptions.push(
+        await this.#store.subscribe(
+          this.channel,
+          {
+            message: (text) => this.#receive(text),
+            connection: (up) => {
+              // A drop is reported at once; a return only once we hear ourselves again.
+              if (!up) this.#setConnected(false);
+              else this.#beat();
+            },
           },
-        },
-        PUB_SUB,
+          PUB_SUB,
+        ),
       );
+      subscriptions.push(await this.#store.subscribe(this.heartbeatChannel, { message: () => this.#heard() }, PUB_SUB));
+      this.#subscriptions = subscriptions;
       this.#beat();
     } catch {
       // Not subscribed: the bus stays down; the next heartbeat tries again.
+      await Promise.all(subscriptions.map((s) => s.unsubscribe().catch(() => undefined)));
       this.#starting = undefined;
     }
+  }
+
+  #heard(): void {
+    this.#lastHeard = Date.now();
+    this.#setConnected(true);
   }
 
   #beat(): void {
     if (this.#closed) return;
     if (this.#starting === undefined) this.#starting = this.#subscribe();
     if (this.#connected && Date.now() - this.#lastHeard > 3 * this.#heartbeat) this.#setConnected(false);
-    const beat: Wire = ['h', this.instanceId];
-    this.#store.publish(this.channel, JSON.stringify(beat), PUB_SUB).catch(() => undefined);
+    this.#store.publish(this.heartbeatChannel, 'h', PUB_SUB).catch(() => undefined);
+    if (this.#unsent.length > 0) {
+      const retry = this.#unsent;
+      this.#unsent = [];
+      void this.#publishAll(retry);
+    }
   }
 
   #receive(text: string): void {
@@ -124,12 +160,10 @@ export class InvalidationBus {
     } catch {
       return;
     }
-    if (!Array.isArray(message)) return;
-    if (message[1] === this.instanceId) {
-      if (message[0] === 'h') {
-        this.#lastHeard = Date.now();
-        this.#setConnected(true);
-      }
+    // Our own messages, and heartbeats (an earlier Larder sent them here), are not news.
+    if (!Array.isArray(message) || message[1] === this.instanceId) return;
+    if (message[0] === 'r') {
+      this.#handlers?.reset();
       return;
     }
     if (message[0] !== 'i') return;
@@ -177,7 +211,24 @@ export class InvalidationBus {
         first ? batch.tags : [],
       ]);
     }
-    await Promise.all(messages.map((m) => this.#store.publish(this.channel, JSON.stringify(m), PUB_SUB).catch(() => undefined)));
+    await this.#publishAll(messages);
+  }
+
+  /** Publishes `messages`; the ones that fail are kept for the next heartbeat. */
+  async #publishAll(messages: readonly Wire[]): Promise<void> {
+    const failed: Wire[] = [];
+    await Promise.all(
+      messages.map((m) => this.#store.publish(this.channel, JSON.stringify(m), PUB_SUB).catch(() => void failed.push(m))),
+    );
+    if (failed.length === 0) return;
+    const unsent = [...this.#unsent, ...failed];
+    // Too much to keep track of: the others drop everything instead (one message, however much was lost).
+    this.#unsent = unsent.length > MAX_UNSENT || unsent.some((m) => m[0] === 'r') ? [['r', this.instanceId]] : unsent;
+  }
+
+  /** Messages waiting to be sent again (for stats and tests). */
+  get unsent(): number {
+    return this.#unsent.length;
   }
 
   async close(): Promise<void> {
@@ -186,7 +237,13 @@ export class InvalidationBus {
     this.#heartbeatTimer = undefined;
     this.#connected = false;
     await this.#flush;
-    await this.#subscription?.unsubscribe().catch(() => undefined);
-    this.#subscription = undefined;
+    // A last try for what could not be sent; whatever still fails is lost with the process.
+    if (this.#unsent.length > 0) {
+      const retry = this.#unsent;
+      this.#unsent = [];
+      await this.#publishAll(retry);
+    }
+    await Promise.all(this.#subscriptions.map((s) => s.unsubscribe().catch(() => undefined)));
+    this.#subscriptions = [];
   }
 }

@@ -144,6 +144,11 @@ interface Job<T> {
   readonly schema: StandardSchemaV1<unknown, T> | undefined;
   /** Tags of the entry (checked and deduplicated). */
   readonly tags: readonly string[] | undefined;
+  /**
+   * Tell the other instances when the value is written (`forceFresh`: it replaces a value they
+   * may still hold). Ordinary loads replace an expired value, which nobody serves any more.
+   */
+  readonly announce: boolean;
 }
 
 const CACHE_OPTION_NAMES = new Set<string>([
@@ -593,7 +598,7 @@ export class Cache {
       return running.join(signal);
     }
     const flight = core.flights.start<T>(fullKey, (started) => {
-      const job = this.#job(started, userKey, loader, options, opts, codec);
+      const job = this.#job(started, userKey, loader, options, opts, codec, forceFresh);
       return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
     });
     shared.flight = flight;
@@ -618,9 +623,10 @@ export class Cache {
       { readonly schema?: StandardSchemaV1<unknown, T> | undefined; readonly tags?: readonly string[] | undefined } | undefined,
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
+    announce = false,
   ): Job<T> {
     const tags = options?.tags === undefined || options.tags.length === 0 ? undefined : this.#core.tags.check(options.tags);
-    return { flight, key: flight.key, userKey, loader, opts, codec, schema: options?.schema, tags };
+    return { flight, key: flight.key, userKey, loader, opts, codec, schema: options?.schema, tags, announce };
   }
 
   /** Everything after a read that did not answer: runs inside the key's flight. */
@@ -902,7 +908,14 @@ export class Cache {
     };
     return core.store.setIf([conditional]).then(
       ([written]) => {
-        if (written !== true) this.#skipped(job.key);
+        if (written !== true) {
+          // Someone else's write or delete won: the copy put in L1 above is not what the store holds.
+          core.coherence.unfill(job.key, entry);
+          this.#skipped(job.key);
+        } else if (job.announce) {
+          return core.coherence.announce({ keys: [job.key] });
+        }
+        return undefined;
       },
       (error: unknown) => {
         this.#bump('writeErrors');
@@ -1601,7 +1614,17 @@ export class Cache {
     const jobs = new Map(
       members.map((m) => [
         m,
-        { flight: m.flight, key: m.key, userKey: m.userKey, loader: single(m), opts, codec, schema, tags } satisfies Job<T>,
+        {
+          flight: m.flight,
+          key: m.key,
+          userKey: m.userKey,
+          loader: single(m),
+          opts,
+          codec,
+          schema,
+          tags,
+          announce: false,
+        } satisfies Job<T>,
       ]),
     );
     // L1 holds values decoded by the default serializer and never checked by a caller's schema.

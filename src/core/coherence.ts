@@ -114,6 +114,11 @@ export class Coherence {
     this.#listening = true;
     void this.#bus.listen({
       invalidate: (invalidation) => this.#received(invalidation),
+      reset: () => {
+        this.l1?.clear();
+        this.tags.forget();
+        this.#floor = ++this.#seq;
+      },
       connection: (connected) => {
         // Either way, local copies may be stale: drop them.
         this.l1?.clear();
@@ -156,6 +161,11 @@ export class Coherence {
     if (this.l1 === undefined || !this.trusted || !(now < entry.freshUntil)) return;
     if (since < this.#floor || (this.#recent.get(key) ?? -1) > since) return;
     this.l1.set(key, entry, entry.size, Math.min(entry.freshUntil, now + this.#l1Ttl));
+  }
+
+  /** Takes back a {@link fill} of `entry` (if it is still the copy held): the store did not take it. */
+  unfill(key: string, entry: Entry): void {
+    if (this.l1?.peek(key) === entry) this.l1.delete(key);
   }
 
   /** This instance changed keys: drop its L1 copies (the caller announces it after the store write). */

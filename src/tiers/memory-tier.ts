@@ -143,6 +143,11 @@ export class MemoryTier<V> {
     this.#enforce();
   }
 
+  /** The value held for `key`, whatever its expiry, without counting a use. */
+  peek(key: string): V | undefined {
+    return this.#map.get(key)?.value;
+  }
+
   delete(key: string): boolean {
     const node = this.#map.get(key);
     if (node === undefined) return false;
