@@ -17,6 +17,8 @@ export type {
   GetOrSetOptions,
   LockOptions,
   SetOptions,
+  EntryOptions,
+  WriteOptions,
 } from './core/options.js';
 export type { Loader, LoaderContext } from './core/loader.js';
 export type { CacheStats } from './core/stats.js';

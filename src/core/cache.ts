@@ -56,7 +56,9 @@ import {
   type GetOrSetManyOptions,
   type GetOrSetOptions,
   type ResolvedEntryOptions,
+  type EntryOptions,
   type SetOptions,
+  type WriteOptions,
 } from './options.js';
 import { Renewals, type Lease } from './renewals.js';
 import { Flights, type Flight } from './single-flight.js';
@@ -73,10 +75,10 @@ export type BatchLoader<T> = (
 ) => Promise<ReadonlyMap<string, T> | readonly (T | undefined)[]> | ReadonlyMap<string, T> | readonly (T | undefined)[];
 
 /** One entry of `setMany`. */
-export interface SetManyEntry<T = unknown> extends SetOptions {
+export type SetManyEntry<T = unknown> = EntryOptions & {
   readonly key: string;
   readonly value: T;
-}
+};
 
 /** What the cache state of a key looked like when read. */
 type Read =
@@ -1395,16 +1397,35 @@ export class Cache {
    * result will not be written). `undefined` stores a "not found" (with `negativeTtl`); a TTL
    * of `0` deletes the key. Throws a `SerializationError` for values the serializer refuses.
    */
-  async set(key: string, value: unknown, options?: SetOptions): Promise<void> {
-    await this.setMany([{ ...options, key, value }]);
+  set(key: string, value: unknown, options?: SetOptions): Promise<void> {
+    if (options === undefined) return this.setMany([{ key, value }]);
+    const { signal, ...entry } = options;
+    return this.setMany([{ ...entry, key, value }], { signal });
   }
 
   /**
    * Stores many entries in one round trip. Every value is serialized before anything is sent, so
    * a value the serializer refuses (`SerializationError`) sends nothing.
    */
-  async setMany(entries: readonly SetManyEntry[]): Promise<void> {
-    this.#open();
+  setMany(entries: readonly SetManyEntry[], options?: WriteOptions): Promise<void> {
+    return this.#abortable(options?.signal, () => this.#setMany(entries));
+  }
+
+  /**
+   * Runs a write for a caller who may abort: an `AbortError` at once if the signal has fired
+   * (nothing sent), or when it fires (the write goes on in the background, see `WriteOptions`).
+   */
+  #abortable<R>(signal: AbortSignal | undefined, write: () => Promise<R>): Promise<R> {
+    try {
+      this.#open(signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const writing = write();
+    return signal === undefined ? writing : untilAborted(writing, signal, undefined);
+  }
+
+  async #setMany(entries: readonly SetManyEntry[]): Promise<void> {
     const core = this.#core;
     if (!Array.isArray(entries)) throw new InvalidOptionError('entries', `expected an array, got ${describe(entries)}`);
     const prepared = entries.map((entry) => {
@@ -1453,13 +1474,16 @@ export class Cache {
    * Deletes `key`; `true` if it existed. A load in progress for it will not write its result
    * (it read the data before it changed), and other instances drop their L1 copies.
    */
-  async delete(key: string): Promise<boolean> {
-    return (await this.deleteMany([key])) > 0;
+  async delete(key: string, options?: WriteOptions): Promise<boolean> {
+    return (await this.deleteMany([key], options)) > 0;
   }
 
   /** Deletes many keys in one round trip; returns how many existed. */
-  async deleteMany(keys: readonly string[]): Promise<number> {
-    this.#open();
+  deleteMany(keys: readonly string[], options?: WriteOptions): Promise<number> {
+    return this.#abortable(options?.signal, () => this.#deleteMany(keys));
+  }
+
+  async #deleteMany(keys: readonly string[]): Promise<number> {
     const core = this.#core;
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
@@ -1480,8 +1504,11 @@ export class Cache {
    * Deletes every entry of this namespace (children included) with `SCAN` + `UNLINK` in
    * batches; returns how many keys were removed. Other namespaces are untouched.
    */
-  async clear(): Promise<number> {
-    this.#open();
+  clear(options?: WriteOptions): Promise<number> {
+    return this.#abortable(options?.signal, () => this.#clear());
+  }
+
+  async #clear(): Promise<number> {
     const core = this.#core;
     const scope = this.#keys.scope;
     core.flights.invalidatePrefixes(scope);
@@ -1502,8 +1529,11 @@ export class Cache {
    * every instance: one store write per tag, however many entries carry it. Entries are checked
    * lazily when read; a load in progress produces an entry that is already invalid.
    */
-  async invalidateTags(tags: readonly string[]): Promise<void> {
-    this.#open();
+  invalidateTags(tags: readonly string[], options?: WriteOptions): Promise<void> {
+    return this.#abortable(options?.signal, () => this.#invalidateTags(tags));
+  }
+
+  async #invalidateTags(tags: readonly string[]): Promise<void> {
     const core = this.#core;
     const list = core.tags.check(tags);
     if (list.length === 0) return;
@@ -2031,9 +2061,9 @@ function withHardTimeout<T>(promise: Promise<T>, ms: number, controller: AbortCo
 }
 
 /** `promise`, or an `AbortError` as soon as `signal` aborts (the promise is left to settle alone). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, key: string): Promise<T> {
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, key: string | undefined): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError({ cause: signal.reason, key }));
+    const onAbort = () => reject(new AbortError(key === undefined ? { cause: signal.reason } : { cause: signal.reason, key }));
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(
       (value) => {

@@ -253,9 +253,22 @@ export interface GetOrSetOptions<T = unknown> extends Pick<
 /** Options of one `getOrSetMany` call. */
 export type GetOrSetManyOptions<T = unknown> = GetOrSetOptions<T>;
 
-/** Options of one `set` / `setMany` entry. */
-export type SetOptions = Pick<CacheOptions, 'ttl' | 'jitter' | 'grace' | 'negativeTtl' | 'serializer'> &
+/** How one entry of `set` / `setMany` is stored. */
+export type EntryOptions = Pick<CacheOptions, 'ttl' | 'jitter' | 'grace' | 'negativeTtl' | 'serializer'> &
   Pick<GetOrSetOptions, 'tags'>;
+
+/** Options of a write (`set`, `setMany`, `delete`, `deleteMany`, `clear`, `invalidateTags`). */
+export interface WriteOptions {
+  /**
+   * Rejects the call with an `AbortError` when it fires. Before anything is sent, nothing is
+   * written; once the write is on its way it cannot be called back, so it completes (with its
+   * invalidation messages) in the background and may or may not have landed when you are told.
+   */
+  signal?: AbortSignal | undefined;
+}
+
+/** Options of one `set` call. */
+export type SetOptions = EntryOptions & WriteOptions;
 
 /** Options of one `get` / `getMany` / `has` call. */
 export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'> {
