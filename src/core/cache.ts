@@ -356,6 +356,9 @@ export class Cache {
   readonly #own: Counters | undefined;
 
   /** @internal Use {@link createCache}. */
+  /** A child closed on its own (the root's closing is `core.closed`). */
+  #closed = false;
+
   constructor(core: CacheCore, keys: KeySpace, own?: Counters) {
     this.#core = core;
     this.#keys = keys;
@@ -439,7 +442,7 @@ export class Cache {
     let fullKey: string;
     let opts: ResolvedEntryOptions;
     try {
-      if (core.closed) throw new ClosedError();
+      if (core.closed || this.#closed) throw new ClosedError();
       fullKey = this.#keys.full(key);
       if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
       // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
@@ -1277,7 +1280,7 @@ export class Cache {
   }
 
   #open(signal?: AbortSignal): void {
-    if (this.#core.closed) throw new ClosedError();
+    if (this.#core.closed || this.#closed) throw new ClosedError();
     if (signal?.aborted === true) throw new AbortError({ cause: signal.reason });
   }
 
@@ -1935,18 +1938,29 @@ export class Cache {
   // --- lifecycle -------------------------------------------------------------------------------
 
   /**
-   * Stops the cache: later calls reject with `ClosedError`, the cache's subscription ends, and
-   * the store is closed (it closes the connections it opened, never a client you passed in).
+   * Stops the cache: later calls reject with `ClosedError` and its subscriptions end. The store
+   * is closed with the last open cache using it (it closes the connections it opened, never a
+   * client you passed in), so caches sharing a store do not close it under each other. On a
+   * child from `namespace()`, stops that child only.
    */
   async close(): Promise<void> {
     const core = this.#core;
+    if (this.#own !== undefined) {
+      this.#closed = true;
+      return;
+    }
     if (core.closed) return;
     core.closed = true;
     core.renewals.stop();
     core.unwatchBreaker();
     await core.coherence.close();
     await core.coordination.close();
-    await core.store.close();
+    const users = (storeUsers.get(core.store) ?? 1) - 1;
+    if (users > 0) storeUsers.set(core.store, users);
+    else {
+      storeUsers.delete(core.store);
+      await core.store.close();
+    }
   }
 }
 
@@ -2102,5 +2116,10 @@ export function createCache(options: CacheOptions = {}): Cache {
   const maxKeyLength =
     options.maxKeyLength === undefined ? DEFAULT_MAX_KEY_LENGTH : checkCount('maxKeyLength', options.maxKeyLength);
   const keys = KeySpace.root(namespace, version, maxKeyLength);
-  return new Cache(new CacheCore(options, keys.prefix, namespace, version, maxKeyLength), keys);
+  const core = new CacheCore(options, keys.prefix, namespace, version, maxKeyLength);
+  storeUsers.set(core.store, (storeUsers.get(core.store) ?? 0) + 1);
+  return new Cache(core, keys);
 }
+
+/** Open caches per store: the last one to close closes the store. */
+const storeUsers = new WeakMap<Store, number>();

@@ -1003,6 +1003,37 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         await expect(cache.get('k')).rejects.toMatchObject({ code: 'E_CLOSED' });
         await expect(cache.getOrSet('k', () => 1)).rejects.toMatchObject({ code: 'E_CLOSED' });
       });
+
+      it('closing a child stops the child only; closing the root stops its children', async () => {
+        const cache = await make();
+        const child = cache.namespace('child');
+        await child.set('c', 1);
+        await child.close();
+        await expect(child.get('c')).rejects.toMatchObject({ code: 'E_CLOSED' });
+        await expect(child.getOrSet('c', () => 2)).rejects.toMatchObject({ code: 'E_CLOSED' });
+        expect(await cache.getOrSet('k', () => 'root still works')).toBe('root still works');
+        expect(await cache.namespace('child').get('c')).toBe(1);
+        const other = cache.namespace('other');
+        await cache.close();
+        await expect(other.get('x')).rejects.toMatchObject({ code: 'E_CLOSED' });
+      });
+
+      it('caches sharing a store do not close it under each other', async () => {
+        const store = await h.store();
+        const ns = uniqueNamespace(driver);
+        const a = createCache({ namespace: ns, store, bus: { heartbeat: 50 } });
+        const b = createCache({ namespace: ns, store, l1: {}, bus: { heartbeat: 50 } });
+        const c = createCache({ namespace: ns, store, bus: { heartbeat: 50 } });
+        caches.push(b, c);
+        await a.set('shared', 'kept');
+        await a.close();
+        // The memory store is not emptied, and a Redis store keeps its connections for B and C:
+        // C's invalidation still reaches B's L1 through the store's subscriber connection.
+        await eventually(async () => (await b.get('shared')) === 'kept' && b.stats().l1Entries === 1);
+        await c.set('shared', 'changed');
+        await eventually(async () => (await b.get('shared')) === 'changed', 3_000, "C's invalidation to reach B");
+        expect(b.store.status().ready).toBe(true);
+      });
     });
   });
 }
