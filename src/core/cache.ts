@@ -90,7 +90,8 @@ type Read =
 
 /** A read of one key in progress, shared by the `getOrSet` callers that arrive meanwhile. */
 interface SharedRead {
-  readonly read: Promise<Read>;
+  /** Callers waiting for the read's answer (created by the first to join). */
+  joiners: ((read: Read) => void)[] | undefined;
   /** The flight the first caller past a miss started or joined; later callers join it too. */
   flight: Flight<unknown> | undefined;
 }
@@ -493,9 +494,10 @@ export class Cache {
    * Callers arriving while a read of the key is on the wire share it instead of sending their
    * own (with the default serializer and no schema, which read alike): without that, 1,000
    * concurrent callers send 1,000 reads, and a fast loader can finish before the last replies
-   * arrive, so late callers see a miss the first load already filled.
+   * arrive, so late callers see a miss the first load already filled. The read's owner pays a
+   * map entry for this, nothing more, unless someone joins.
    */
-  #readThrough<T>(
+  async #readThrough<T>(
     fullKey: string,
     userKey: string,
     loader: Loader<T>,
@@ -508,74 +510,36 @@ export class Cache {
     const forceFresh = options?.forceFresh === true;
     const shareable = codec === core.defaultCodec && options?.schema === undefined && !forceFresh;
     let shared = shareable ? core.reads.get(fullKey) : undefined;
-    if (shared === undefined) {
-      shared = { read: this.#readOnce(fullKey, userKey, loader, options, opts, codec, forceFresh), flight: undefined };
-      if (shareable) {
-        const record = shared;
-        core.reads.set(fullKey, record);
-        const forget = () => {
-          if (core.reads.get(fullKey) === record) core.reads.delete(fullKey);
-        };
-        record.read.then(forget, forget);
-      }
+    if (shared !== undefined) {
+      // Someone's read of this key is on the wire: take its answer.
+      const record = shared;
+      const answer = new Promise<Read>((resolve) => (record.joiners ??= []).push(resolve));
+      const read = await (signal === undefined ? answer : untilAborted(answer, signal, fullKey));
+      return this.#afterRead(record, read, fullKey, userKey, loader, options, opts, codec, false, signal);
     }
-    return this.#afterRead(shared, fullKey, userKey, loader, options, opts, codec, forceFresh, signal);
+    shared = { joiners: undefined, flight: undefined };
+    if (shareable) core.reads.set(fullKey, shared);
+    let read: Read;
+    if (signal !== undefined && shareable) {
+      // An abort must reject this caller at once without cutting the read short for those who
+      // join it: the read runs on its own, and this caller waits for it like a joiner.
+      const record = shared;
+      const answer = new Promise<Read>((resolve) => (record.joiners = [resolve]));
+      void this.#readKey(record, fullKey, userKey, loader, options, opts, codec, forceFresh, shareable);
+      read = await untilAborted(answer, signal, fullKey);
+    } else {
+      const reading = this.#readKey(shared, fullKey, userKey, loader, options, opts, codec, forceFresh, shareable);
+      read = await (signal === undefined ? reading : untilAborted(reading, signal, fullKey));
+    }
+    return this.#afterRead(shared, read, fullKey, userKey, loader, options, opts, codec, forceFresh, signal);
   }
 
   /**
-   * Reads and classifies the key once, for every caller sharing the read; what is done once per
-   * read (latency, the lease-first heuristic, the L1 fill, the early refresh check) is done here.
-   * Never rejects: a store failure is the `error` state.
+   * Reads and classifies a key for the callers sharing `shared`, then hands them the answer; what
+   * is done once per read (latency, the lease-first heuristic, the L1 fill, the early refresh
+   * check) is done here. Never rejects: a store failure is the `error` state.
    */
-  #readOnce<T>(
-    fullKey: string,
-    userKey: string,
-    loader: Loader<T>,
-    options: GetOrSetOptions<T> | undefined,
-    opts: ResolvedEntryOptions,
-    codec: EntryCodec,
-    forceFresh: boolean,
-  ): Promise<Read> {
-    const core = this.#core;
-    const since = core.coherence.seq;
-    const t0 = core.metrics ? performance.now() : 0;
-    const lease =
-      core.leaseFirst && core.store.shared && opts.lock !== false && !forceFresh ? this.#newLease(fullKey) : undefined;
-    const settle = (read: Read): Read => {
-      if (core.metrics) core.latency.l2.record(performance.now() - t0);
-      core.noteRead(read.state !== 'fresh');
-      if (read.state === 'fresh' && !forceFresh) {
-        const now = core.clock.now();
-        if (codec === core.defaultCodec && options?.schema === undefined) core.coherence.fill(fullKey, read.entry, now, since);
-        this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry, now);
-      }
-      return read;
-    };
-    const reading =
-      lease === undefined
-        ? core.store.get(fullKey, codec.binary)
-        : core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary).then(([reply]) => reply);
-    return reading.then(
-      (wire) => {
-        if (wire === undefined) return settle(lease === undefined ? ABSENT : { state: 'leased', lease });
-        // Only a schema check can make this asynchronous: do not pay for a promise otherwise.
-        const classified = this.#classify(fullKey, wire, codec, options?.schema);
-        return classified instanceof Promise ? classified.then(settle) : settle(classified);
-      },
-      (error: unknown) => {
-        if (lease !== undefined && error instanceof StoreError && error.reply) {
-          // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
-          core.leaseFirstRefused = true;
-          core.leaseFirst = false;
-        }
-        core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
-        return settle(ERROR);
-      },
-    );
-  }
-
-  /** One caller's answer from a (possibly shared) read: the hit, or the key's flight. */
-  async #afterRead<T>(
+  async #readKey<T>(
     shared: SharedRead,
     fullKey: string,
     userKey: string,
@@ -584,10 +548,65 @@ export class Cache {
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
     forceFresh: boolean,
-    signal: AbortSignal | undefined,
-  ): Promise<T> {
+    shareable: boolean,
+  ): Promise<Read> {
     const core = this.#core;
-    const read = await (signal === undefined ? shared.read : untilAborted(shared.read, signal, fullKey));
+    const since = core.coherence.seq;
+    const t0 = core.metrics ? performance.now() : 0;
+    let read: Read | undefined;
+    let wire: Wire | undefined | null;
+    const lease =
+      core.leaseFirst && core.store.shared && opts.lock !== false && !forceFresh ? this.#newLease(fullKey) : undefined;
+    try {
+      wire =
+        lease === undefined
+          ? await core.store.get(fullKey, codec.binary)
+          : (await core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary))[0];
+      if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
+    } catch (error) {
+      if (lease !== undefined && error instanceof StoreError && error.reply) {
+        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
+        core.leaseFirstRefused = true;
+        core.leaseFirst = false;
+      }
+      core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
+      wire = null;
+    }
+    if (read !== undefined) {
+      // Leased while reading: nothing to classify.
+    } else if (wire === null) read = ERROR;
+    else if (wire === undefined) read = ABSENT;
+    else {
+      // Only a schema check can make this asynchronous: do not pay an `await` otherwise.
+      const classified = this.#classify(fullKey, wire, codec, options?.schema);
+      read = classified instanceof Promise ? await classified.catch((): Read => CORRUPT) : classified;
+    }
+    if (shareable && core.reads.get(fullKey) === shared) core.reads.delete(fullKey);
+    if (shared.joiners !== undefined) for (const join of shared.joiners) join(read);
+    if (core.metrics) core.latency.l2.record(performance.now() - t0);
+    core.noteRead(read.state !== 'fresh');
+    if (read.state === 'fresh' && !forceFresh) {
+      const now = core.clock.now();
+      if (codec === core.defaultCodec && options?.schema === undefined) core.coherence.fill(fullKey, read.entry, now, since);
+      this.#maybeRefreshEarly(fullKey, userKey, loader, options?.schema, options?.tags, opts, codec, read.entry, now);
+    }
+    return read;
+  }
+
+  /** One caller's answer from a (possibly shared) read: the hit, or the key's flight. */
+  #afterRead<T>(
+    shared: SharedRead,
+    read: Read,
+    fullKey: string,
+    userKey: string,
+    loader: Loader<T>,
+    options: GetOrSetOptions<T> | undefined,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    forceFresh: boolean,
+    signal: AbortSignal | undefined,
+  ): T | Promise<T> {
+    const core = this.#core;
     if (read.state === 'fresh' && !forceFresh) {
       this.#hit(fullKey, read.entry, false);
       return read.entry.value as T;

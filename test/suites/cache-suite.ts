@@ -257,6 +257,18 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         }
       });
 
+      it('the caller whose read others share may abort: they still get their answer', async () => {
+        const cache = await make();
+        await cache.set('shared-read', 'value');
+        const controller = new AbortController();
+        const owner = cache.getOrSet('shared-read', () => 'loaded', { signal: controller.signal });
+        const joiners = Array.from({ length: 5 }, () => cache.getOrSet('shared-read', () => 'loaded'));
+        controller.abort();
+        await expect(owner).rejects.toMatchObject({ name: 'AbortError' });
+        expect(await Promise.all(joiners)).toEqual(Array(5).fill('value'));
+        expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+      });
+
       it('shares one error with every waiter and never caches it', async () => {
         const cache = await make();
         let calls = 0;
