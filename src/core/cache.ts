@@ -980,10 +980,23 @@ export class Cache {
       staleUntil = now + this.#core.tagTtl;
       freshUntil = Math.min(freshUntil, staleUntil);
     }
-    const header = { kind, id: newEntryId(), createdAt: now, freshUntil, staleUntil, loadMs, tags };
+    // One object serves as the header to encode and as the entry for L1 (no copies on a miss).
+    const entry: { -readonly [K in keyof Entry]: Entry[K] } = {
+      kind,
+      id: newEntryId(),
+      createdAt: now,
+      freshUntil,
+      staleUntil,
+      loadMs,
+      tags,
+      codec: codec.serializer.name,
+      value,
+      size: 0,
+      earlyAt: NaN,
+    };
     let wire: Wire;
     try {
-      wire = codec.encode(header, value);
+      wire = codec.encode(entry, value);
     } catch (cause) {
       const error = new SerializationError(
         `Cannot serialize the value with the ${codec.serializer.name} serializer: ${cause instanceof Error ? cause.message : String(cause)}`,
@@ -993,11 +1006,8 @@ export class Cache {
       this.#core.storeError('serialize', key, error);
       return undefined;
     }
-    const size = typeof wire === 'string' ? wire.length : wire.byteLength;
-    return {
-      write: { key, value: wire, ttl: staleUntil - now },
-      entry: { ...header, codec: codec.serializer.name, value, size, earlyAt: NaN },
-    };
+    entry.size = typeof wire === 'string' ? wire.length : wire.byteLength;
+    return { write: { key, value: wire, ttl: staleUntil - now }, entry };
   }
 
   // --- stale serving and refresh ---------------------------------------------------------------

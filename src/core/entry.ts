@@ -86,11 +86,11 @@ function parseTime(text: string): number {
   return text === '' ? Infinity : parseInt(text, 36);
 }
 
-/** The header line of an entry, newline included. */
-export function encodeHeader(header: EntryHeader): string {
+/** The header line of an entry, newline included; `codec` is passed apart to spare a copy of the header. */
+export function encodeHeader(header: Omit<EntryHeader, 'codec'>, codec: string): string {
   return (
     `${FORMAT}${header.kind},${header.id},${time(header.createdAt)},${time(header.freshUntil)},` +
-    `${time(header.staleUntil)},${Math.round(header.loadMs).toString(36)},${header.codec},` +
+    `${time(header.staleUntil)},${Math.round(header.loadMs).toString(36)},${codec},` +
     `${header.tags === undefined || header.tags.length === 0 ? '' : JSON.stringify(header.tags)}\n`
   );
 }
@@ -175,16 +175,16 @@ export class EntryCodec {
 
   /** Encodes a value entry. Throws what the serializer throws. */
   encode(header: Omit<EntryHeader, 'codec'>, value: unknown): Wire {
-    if (header.kind !== 'v') return encodeHeader({ ...header, codec: '' });
+    if (header.kind !== 'v') return encodeHeader(header, '');
     const payload = this.serializer.serialize(value);
-    if (!this.binary) return encodeHeader({ ...header, codec: this.#plainName }) + (payload as string);
+    if (!this.binary) return encodeHeader(header, this.#plainName) + (payload as string);
     let bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
     let codec = this.#plainName;
     if (this.compression !== undefined && bytes.byteLength >= this.compression.threshold) {
       bytes = this.compression.compressor.compress(bytes);
       codec = this.#compressedName!;
     }
-    const head = encodeHeader({ ...header, codec });
+    const head = encodeHeader(header, codec);
     const out = Buffer.allocUnsafe(head.length + bytes.byteLength);
     out.write(head, 0, 'latin1');
     out.set(bytes, head.length);
