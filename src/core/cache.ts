@@ -1382,7 +1382,9 @@ export class Cache {
         codec.binary,
       );
       const signal = options?.signal;
-      wires = await (signal === undefined ? reading : untilAborted(reading, signal, fullKeys[0]!));
+      wires = await (signal === undefined
+        ? reading
+        : untilAborted(reading, signal, fullKeys.length === 1 ? fullKeys[0] : undefined));
     } catch (error) {
       if (isAbortError(error) && options?.signal?.aborted === true) throw error;
       this.#readFailed(keys.length === 1 ? 'get' : 'getMany', keys.length === 1 ? fullKeys[0] : undefined, error);
