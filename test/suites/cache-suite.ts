@@ -145,6 +145,30 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(new Set(ttls.map((t) => Math.round(t! / 50))).size).toBeGreaterThan(5);
       });
 
+      it('sets the TTL on keys written by getOrSetMany and by its background refresh, within bounds', async () => {
+        const cache = await make({ ttl: 300, grace: 10_000, jitter: 0.1, earlyRefresh: false });
+        const keys = Array.from({ length: 20 }, (_, i) => `b${i}`);
+        const ttlsOf = () => Promise.all(keys.map((k) => h.raw.ttl(`${cache.prefix}${k}`)));
+        await sleep(2);
+        let started = Date.now();
+        await cache.getOrSetMany(keys, (missing) => missing.map((k) => `v1 ${k}`));
+        let ttls = await ttlsOf();
+        for (const ttl of ttls) {
+          expect(ttl).toBeGreaterThan(10_000 + 300 * 0.9 - (Date.now() - started) - 5);
+          expect(ttl).toBeLessThanOrEqual(10_300);
+        }
+        // Stale now: served at once, and rewritten by the refresh with a whole new TTL.
+        await sleep(350);
+        started = Date.now();
+        await cache.getOrSetMany(keys, (missing) => missing.map((k) => `v2 ${k}`));
+        await eventually(async () => (await cache.get('b19')) === 'v2 b19');
+        ttls = await ttlsOf();
+        for (const ttl of ttls) {
+          expect(ttl).toBeGreaterThan(10_000 + 300 * 0.9 - (Date.now() - started) - 5);
+          expect(ttl).toBeLessThanOrEqual(10_300);
+        }
+      });
+
       it('1,000 reads of a missing id cause one loader call per negative TTL', async () => {
         const clock = new ManualClock();
         const cache = await make({ clock, ttl: 60_000, negativeTtl: 1_000, jitter: 0 });
