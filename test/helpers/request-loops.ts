@@ -31,10 +31,11 @@ export function startRequestLoops(
   valueOf: (key: string) => string,
   { perTarget = 8, batchEvery = 5, batchSize = 10 }: RequestLoopOptions = {},
 ): { stop(): Promise<void> } {
-  let stopped = false;
+  // An object, so the loops see the change stop() makes.
+  const state = { stopped: false };
   const loops = targets.flatMap((target) =>
     Array.from({ length: perTarget }, async (_loop, worker) => {
-      for (let i = 0; !stopped; i++) {
+      for (let i = 0; !state.stopped; i++) {
         target.requests++;
         try {
           if ((worker + i) % batchEvery === 0) {
@@ -54,7 +55,7 @@ export function startRequestLoops(
   );
   return {
     async stop() {
-      stopped = true;
+      state.stopped = true;
       await Promise.all(loops);
     },
   };
