@@ -355,6 +355,37 @@ export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOpti
   ) {
     return base;
   }
+  const onlyTtl =
+    jitter === undefined &&
+    grace === undefined &&
+    negativeTtl === undefined &&
+    timeout === undefined &&
+    hardTimeout === undefined &&
+    failSafeBackoff === undefined &&
+    earlyRefresh === undefined &&
+    lock === undefined;
+  // A per-call TTL is the common case (`{ ttl }` on every call): resolved once per value, not on
+  // every call (an L1 hit costs little more than resolving options would).
+  const byTtl = onlyTtl ? ttlResolutions(base) : undefined;
+  const known = byTtl?.get(ttl);
+  if (known !== undefined) return known;
+  const resolved = applyEntryOptions(base, input);
+  if (byTtl !== undefined && byTtl.size < MAX_TTL_RESOLUTIONS) byTtl.set(ttl, resolved);
+  return resolved;
+}
+
+/** Per base options, the options resolved for a TTL alone (bounded: see resolveEntryOptions). */
+const resolvedByTtl = new WeakMap<ResolvedEntryOptions, Map<unknown, ResolvedEntryOptions>>();
+const MAX_TTL_RESOLUTIONS = 64;
+
+function ttlResolutions(base: ResolvedEntryOptions): Map<unknown, ResolvedEntryOptions> {
+  let byTtl = resolvedByTtl.get(base);
+  if (byTtl === undefined) resolvedByTtl.set(base, (byTtl = new Map()));
+  return byTtl;
+}
+
+function applyEntryOptions(base: ResolvedEntryOptions, input: EntryOptionsInput): ResolvedEntryOptions {
+  const { ttl, jitter, grace, negativeTtl, timeout, hardTimeout, failSafeBackoff, earlyRefresh, lock } = input;
   const resolvedTtl = ttl === undefined ? base.ttl : checkDuration('ttl', ttl, { infinity: true });
   // Not frozen: this runs per call with options, and the result is internal and readonly-typed.
   return {
