@@ -1930,7 +1930,9 @@ export class Cache {
    * callers arriving meanwhile share the value served instead of starting the same refresh.
    */
   #startRefreshBatch<T>(refreshes: readonly BatchRefresh<T>[], loader: BatchLoader<T>): void {
-    const done = this.#refreshBatch(refreshes, loader);
+    // Store and loader failures are handled (and reported) inside; anything else must not become
+    // an unhandled rejection in the host.
+    const done = this.#refreshBatch(refreshes, loader).catch(() => undefined);
     for (const { job, entry, reason, member } of refreshes) {
       const outcome = { value: entry.value as T, done, until: reason === 'stale' ? entry.staleUntil : entry.freshUntil };
       if (member === undefined) this.#hold(job.flight, outcome);
