@@ -237,6 +237,34 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect((await http(real.app.url, '/public', { cookie })).body).toEqual({ status: 'invalid', user: null });
   });
 
+  it('C.36: cookies replayed after logout, revoke-all and rotation are refused but not counted as guesses; guessed ones are', async () => {
+    const guarded = await another({ bruteForce: { threshold: 3, windowMs: 60_000 } });
+    const seen = record(guarded.sessions);
+    const out = await login('alice', guarded.app);
+    await http(guarded.app.url, '/logout', { method: 'POST', cookie: out.cookie, headers: SAME_ORIGIN });
+    const all = await login('alice', guarded.app);
+    await http(guarded.app.url, '/admin/revoke-all?user=alice', { method: 'POST', headers: SAME_ORIGIN });
+    const old = await login('alice', guarded.app);
+    const rotated = await http(guarded.app.url, '/rotate', { method: 'POST', cookie: old.cookie, headers: SAME_ORIGIN });
+    expect(rotated.status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      for (const { cookie } of [out, all, old]) {
+        const res = await http(guarded.app.url, '/me', { cookie });
+        expect(res.status).toBe(401);
+        expect(res.setCookies).toEqual([`__Host-sid=; Max-Age=0; ${COOKIE_ATTRIBUTES}`]);
+      }
+    }
+    expect(seen['brute-force']).toEqual([]);
+    expect([...new Set(seen.invalid.map((e) => e.reason))].sort()).toEqual(['revoked', 'rotated']);
+    expect(seen.invalid.every((e) => e.ip !== undefined)).toBe(true);
+    // Three guesses from the same address: the signal fires.
+    const { tag, id } = parseToken(out.token)!;
+    for (const guess of [formatToken(tag, id, newSecret()), formatToken(tag, newId(), newSecret()), 'v1.junk']) {
+      expect((await http(guarded.app.url, '/me', { cookie: `__Host-sid=${guess}` })).status).toBe(401);
+    }
+    expect(seen['brute-force']).toEqual([{ scope: 'ip', subject: seen.invalid.at(-1)!.ip, attempts: 3, windowMs: 60_000 }]);
+  });
+
   it('C.18: throttled renewal: 100 requests write to Redis once (INFO commandstats)', async () => {
     const { cookie } = await login();
     let before = await commandStats(inspector);
