@@ -361,6 +361,29 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect((await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` })).status).toBe(200);
   });
 
+  it('C.20: requests in flight during a rotation (grace window) are served and log no one out', async () => {
+    const graced = await another({ rotationGrace: 5_000 });
+    const { cookie } = await login('alice', graced.app);
+    // 30 reads with the old cookie race the rotation: before it, or after it through the grace window.
+    const [rotation, ...reads] = await Promise.all([
+      http(graced.app.url, '/rotate', { method: 'POST', cookie, headers: SAME_ORIGIN }),
+      ...Array.from({ length: 30 }, () => http(graced.app.url, '/me', { cookie })),
+    ]);
+    expect(rotation.status).toBe(200);
+    const rotated = tokenFrom(rotation.setCookies)!;
+    issued.push(rotated);
+    expect(reads.map((r) => r.status)).toEqual(reads.map(() => 200));
+    expect(reads.map((r) => (r.body as { user: string }).user)).toEqual(reads.map(() => 'alice'));
+    // No racing response clears or overwrites the browser's cookie.
+    expect(reads.flatMap((r) => r.setCookies).filter((line) => line.startsWith('__Host-sid='))).toEqual([]);
+    // After the rotation, the old cookie still reads through its grace window, then dies; the new one lives on.
+    const late = await Promise.all(Array.from({ length: 10 }, () => http(graced.app.url, '/me', { cookie })));
+    expect(late.map((r) => [r.status, (r.body as { grace?: boolean }).grace])).toEqual(late.map(() => [200, true]));
+    clock.advance(5_001);
+    expect((await http(graced.app.url, '/me', { cookie })).status).toBe(401);
+    expect((await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` })).status).toBe(200);
+  });
+
   it('C.11 token guessing (C.36): 1000 random tokens and one-character flips: 0 successes, the brute-force hook fires', async () => {
     const { token } = await login();
     const tag = parseToken(token)!.tag;

@@ -222,6 +222,11 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
     expect(third.filter((r) => r.valid && r.renewed)).toHaveLength(0);
   });
 
+  it('C.18: touchInterval defaults to a tenth of the idle timeout, capped at 1 h', async () => {
+    expect((await manager()).options.touchInterval).toBe(IDLE / 10);
+    expect((await manager({ idleTimeout: 24 * 60 * MIN, absoluteTimeout: 48 * 60 * MIN })).options.touchInterval).toBe(60 * MIN);
+  });
+
   it('C.19, C.20: rotation issues a new token, keeps data and the absolute deadline, and kills the old one', async () => {
     const sessions = await manager();
     const events = record(sessions);
