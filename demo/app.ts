@@ -10,7 +10,7 @@ import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { honoSessions, type SessionVariables } from '../src/adapters/hono.js';
 import type { Cache } from '../src/index.js';
-import { isLarderError } from '../src/errors.js';
+import { isLarderError, SessionInvalidError } from '../src/errors.js';
 import type { SessionManager } from '../src/sessions/index.js';
 import { CACHE_MODES, type CacheMode, type DemoConfig } from './config.js';
 import { DatabaseError, type Database, type QueryRunner, type Row } from './db.js';
@@ -95,7 +95,7 @@ function toProfile(row: Row): Profile {
   return { id: Number(row.id), email: String(row.email), name: String(row.name), createdAt: toIso(row.created_at) };
 }
 
-const error = (c: Context, status: 400 | 401 | 403 | 404 | 413 | 500 | 503, code: string, message: string) =>
+const error = (c: Context, status: 400 | 401 | 403 | 404 | 409 | 413 | 500 | 503, code: string, message: string) =>
   c.json({ error: code, message }, status, { 'Cache-Control': 'no-store' });
 
 /** How long `/healthz` waits for `SELECT 1`. */
@@ -226,15 +226,31 @@ export function createApp(services: Services, extensions: readonly Extension[] =
   app.post('/login', auth, async (c) => {
     checkQuery(c.req.url, []);
     const { email, password } = parseCredentials(await jsonBody(c));
-    const [user] = await db.query<{ id: number; password_hash: string }>('SELECT id, password_hash FROM users WHERE email = $1', [
-      email,
-    ]);
-    // An unknown email costs a hash check too, so timing does not tell which emails exist.
-    const matches = await verifyPassword(password, user?.password_hash ?? (await dummyHash()));
-    if (user === undefined || !matches) return error(c, 401, 'invalid_credentials', 'wrong email or password');
-    // A new token on every login; the request's previous session (if any) is revoked.
-    await c.var.session.login(String(user.id));
-    return c.json({ userId: user.id }, 200, { 'Cache-Control': 'no-store' });
+    const [user] = await db.query<{ id: number }>('SELECT id FROM users WHERE email = $1', [email]);
+    // An unknown email goes the same way as a known one (user ids start at 1: 0 is no one): the
+    // same queries and a hash check too, so timing does not tell which emails exist.
+    const id = user?.id ?? 0;
+    let session;
+    try {
+      // login() reads the user's revocation epoch, then runs `verify`, which reads the password
+      // hash: a password change (revokeAllForUser) landing meanwhile makes this login fail
+      // instead of creating a session the change should have ended. On success, a new token;
+      // the request's previous session (if any) is revoked.
+      session = await c.var.session.login(String(id), {
+        verify: async () => {
+          const [row] = await db.query<{ password_hash: string }>('SELECT password_hash FROM users WHERE id = $1', [id]);
+          const matches = await verifyPassword(password, row?.password_hash ?? (await dummyHash()));
+          return user !== undefined && row !== undefined && matches;
+        },
+      });
+    } catch (cause) {
+      if (cause instanceof SessionInvalidError && cause.reason === 'epoch') {
+        return error(c, 409, 'login_conflict', "the account's sessions were revoked during this login: log in again");
+      }
+      throw cause;
+    }
+    if (session === undefined) return error(c, 401, 'invalid_credentials', 'wrong email or password');
+    return c.json({ userId: id }, 200, { 'Cache-Control': 'no-store' });
   });
 
   app.post('/logout', auth, async (c) => {

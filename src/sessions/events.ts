@@ -38,12 +38,14 @@ export interface SessionExpiredEvent {
 export type InvalidTokenReason =
   /** Not a Larder token (wrong shape, length, characters). No store command was sent. */
   | 'malformed'
-  /** Well formed, but no such session (never issued, revoked, or past its absolute deadline). */
+  /** Well formed, but no such session (never issued, or past its absolute deadline). */
   | 'unknown'
-  /** The session exists but the secret does not match: someone knows an id but not its secret. */
+  /** The session exists (or existed) but the secret does not match: someone knows an id but not its secret. */
   | 'mismatch'
-  /** A rotated-away token presented after its grace window. */
+  /** A rotated-away token presented after its grace window, with its own secret (not counted as brute force). */
   | 'rotated'
+  /** A revoked session's token, with its own secret: a stale cookie, or a replay (not counted as brute force). */
+  | 'revoked'
   /** A valid token whose session's stored data the schema rejects: refused (not counted as brute force). */
   | 'data';
 export interface InvalidTokenEvent {

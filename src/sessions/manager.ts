@@ -389,7 +389,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
 
   /**
    * No record: an expired session whose key the store already dropped (its tombstone says so,
-   * for its own secret only), or an unknown token.
+   * for its own secret only), a revoked or rotated-away one (its tombstone is marked: refused as
+   * unknown, but a stale cookie, not a guess), or an unknown token.
    */
   async #missing(parsed: SessionRef & { secret: string }, now: number, ip: string | undefined): Promise<ValidationResult<D>> {
     const grave = await this.#call('validate', () => this.#backend.tombstone(parsed, now));
@@ -399,6 +400,10 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     }
     if (!secretMatches(parsed.secret, grave.hash)) {
       this.#invalid('mismatch', parsed.id, ip);
+      return { valid: false, reason: 'unknown' };
+    }
+    if (grave.ended !== undefined) {
+      this.#invalid(grave.ended, parsed.id, ip);
       return { valid: false, reason: 'unknown' };
     }
     if (!grave.reported) {
@@ -811,7 +816,16 @@ export class SessionManager<D extends object = Record<string, unknown>> {
     return next;
   }
 
-  #invalid(reason: 'malformed' | 'unknown' | 'mismatch' | 'rotated', id: string | undefined, ip: string | undefined): void {
+  /**
+   * Reports an invalid token, and counts it towards the brute-force signal when it is a guess: a
+   * malformed token, an unknown id, or a wrong secret. A token that names a session with that
+   * session's own secret (revoked, or rotated away) is a stale cookie: reported, not counted.
+   */
+  #invalid(
+    reason: 'malformed' | 'unknown' | 'mismatch' | 'rotated' | 'revoked',
+    id: string | undefined,
+    ip: string | undefined,
+  ): void {
     const event =
       id === undefined
         ? ip === undefined
@@ -821,6 +835,7 @@ export class SessionManager<D extends object = Record<string, unknown>> {
           ? { reason, id }
           : { reason, id, ip };
     this.#events.fire('invalid', event);
+    if (reason === 'rotated' || reason === 'revoked') return;
     if (ip !== undefined) {
       const attempts = this.#perIp?.hit(ip);
       if (attempts !== undefined) this.#bruteForce('ip', ip, attempts);

@@ -17,6 +17,7 @@ import {
   recordFrom,
   type CreateInput,
   type CreateOutcome,
+  type EndedBy,
   type ListedRecord,
   type RotateInput,
   type RotateOutcome,
@@ -40,6 +41,7 @@ interface Grave {
   readonly uref: string;
   readonly expiresAt: number;
   reported: boolean;
+  ended: EndedBy | undefined;
 }
 
 interface State {
@@ -87,6 +89,19 @@ export class MemorySessionBackend implements SessionBackend {
   #grave(ref: SessionRef, now: number): Grave | undefined {
     const grave = this.#state.tombstones.get(this.#keys.tombstone(ref));
     return grave === undefined || grave.expiresAt <= now ? undefined : grave;
+  }
+
+  /** Marks the tombstone of a session revoked or rotated away (it keeps its deadline). */
+  #end(ref: SessionRef, kind: EndedBy, now: number): void {
+    const grave = this.#grave(ref, now);
+    if (grave !== undefined) grave.ended = kind;
+  }
+
+  /** Deletes the session; `true` if it was there and live (as Redis's `DEL` of a key with a TTL). */
+  #delete(ref: SessionRef, now: number): boolean {
+    const key = this.#keys.session(ref);
+    const live = this.#entry(key, now) !== undefined;
+    return this.#state.sessions.delete(key) && live;
   }
 
   /** Marks the tombstone reported; `true` if this call did. */
@@ -147,7 +162,7 @@ export class MemorySessionBackend implements SessionBackend {
     const grave = this.#grave(ref, now);
     return grave === undefined
       ? undefined
-      : { hash: grave.hash, userId: grave.userId, uref: grave.uref, reported: grave.reported };
+      : { hash: grave.hash, userId: grave.userId, uref: grave.uref, reported: grave.reported, ended: grave.ended };
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {
@@ -180,7 +195,7 @@ export class MemorySessionBackend implements SessionBackend {
         aged.sort((x, y) => (x[1] === y[1] ? (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0) : x[1] - y[1]));
         for (const [id] of aged.slice(0, aged.length - input.limit + 1)) {
           this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
-          this.#state.tombstones.delete(this.#keys.tombstone({ tag: user.tag, id }));
+          this.#end({ tag: user.tag, id }, 'revoked', now);
           index.delete(id);
           evicted.push(id);
         }
@@ -204,6 +219,7 @@ export class MemorySessionBackend implements SessionBackend {
       uref: user.uref,
       expiresAt: Math.max(now + 1, input.absoluteAt),
       reported: false,
+      ended: undefined,
     });
     index.set(input.id, input.expiresAt);
     return { status: 'ok', expired, evicted };
@@ -264,13 +280,14 @@ export class MemorySessionBackend implements SessionBackend {
     if (input.ip !== undefined && input.ip !== '') fields.set('ip', input.ip);
     if (input.userAgent !== undefined && input.userAgent !== '') fields.set('ua', input.userAgent);
     this.#state.sessions.set(newKey, { fields, expiresAt });
-    this.#state.tombstones.delete(this.#keys.tombstone(input.old));
+    this.#end(input.old, 'rotated', now);
     this.#state.tombstones.set(this.#keys.tombstone({ tag: input.old.tag, id: input.id }), {
       hash: input.hash,
       userId: fields.get('u') ?? '',
       uref: fields.get('x') ?? '',
       expiresAt: Math.max(now + 1, Number(fields.get('a'))),
       reported: false,
+      ended: undefined,
     });
     const index = this.#index(input.user, true)!;
     index.delete(input.old.id);
@@ -285,18 +302,21 @@ export class MemorySessionBackend implements SessionBackend {
     return 'ok';
   }
 
-  async remove(ref: SessionRef, user: UserRef): Promise<string[]> {
+  async remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]> {
     const removed: string[] = [];
-    const key = this.#keys.session(ref);
-    const successor = this.#state.sessions.get(key)?.fields.get('n');
-    if (this.#state.sessions.delete(key)) removed.push(ref.id);
-    this.#state.tombstones.delete(this.#keys.tombstone(ref));
+    const successor = this.#entry(this.#keys.session(ref), now)?.fields.get('n');
+    if (this.#delete(ref, now)) {
+      removed.push(ref.id);
+      this.#end(ref, 'revoked', now);
+    }
     const index = this.#index(user, false);
     index?.delete(ref.id);
     if (successor !== undefined) {
-      const successorKey = this.#keys.session({ tag: ref.tag, id: successor });
-      if (this.#state.sessions.delete(successorKey)) removed.push(successor);
-      this.#state.tombstones.delete(this.#keys.tombstone({ tag: ref.tag, id: successor }));
+      const next = { tag: ref.tag, id: successor };
+      if (this.#delete(next, now)) {
+        removed.push(successor);
+        this.#end(next, 'revoked', now);
+      }
       index?.delete(successor);
     }
     this.#settle(user);
@@ -325,9 +345,14 @@ export class MemorySessionBackend implements SessionBackend {
       for (const [id, score] of [...index]) {
         if (id === keep) continue;
         this.#state.sessions.delete(this.#keys.session({ tag: user.tag, id }));
-        this.#state.tombstones.delete(this.#keys.tombstone({ tag: user.tag, id }));
         index.delete(id);
-        (score <= now ? expired : revoked).push(id);
+        if (score <= now) {
+          this.#report({ tag: user.tag, id }, now);
+          expired.push(id);
+        } else {
+          this.#end({ tag: user.tag, id }, 'revoked', now);
+          revoked.push(id);
+        }
       }
     }
     if (bumpEpoch) {

@@ -9,9 +9,12 @@
  * `d:<key>` one JSON value per top-level data key (so concurrent writes of different keys merge).
  *
  * A tombstone (`h` secret hash · `u` user id · `x` user ref · `r` set once the expiry was
- * reported) is written with every session and lives until its absolute deadline, the longest
- * the cookie can come back. When the session itself is gone from the store (its TTL is its
- * deadline), the tombstone tells an expired token from an unknown one. Revocation deletes it.
+ * reported · `k` how the session ended early: `revoked` or `rotated`) is written with every
+ * session and lives until its absolute deadline, the longest the cookie can come back. When the
+ * session itself is gone from the store (its TTL is its deadline), the tombstone tells an expired
+ * token from an unknown one; revocation and rotation mark it (`k`) rather than delete it, so a
+ * revoked or rotated-away token, still refused, is told from a guess (it names a session that
+ * existed, with that session's own secret) and is not counted as brute force.
  *
  * @module
  */
@@ -80,6 +83,15 @@ export interface Tombstone {
   readonly uref: string;
   /** The expiry was already reported (by a validation or an index prune). */
   readonly reported: boolean;
+  /** The session did not expire: it was revoked, or rotated away. */
+  readonly ended: EndedBy | undefined;
+}
+
+/** How a session ended before its deadline, as its tombstone's `k` field records it. */
+export type EndedBy = 'revoked' | 'rotated';
+
+function endedBy(value: string | undefined): EndedBy | undefined {
+  return value === 'revoked' || value === 'rotated' ? value : undefined;
 }
 
 export function tombstoneFrom(fields: ReadonlyMap<string, string>): Tombstone | undefined {
@@ -87,7 +99,7 @@ export function tombstoneFrom(fields: ReadonlyMap<string, string>): Tombstone | 
   const userId = fields.get('u');
   const uref = fields.get('x');
   if (hash === undefined || userId === undefined || uref === undefined) return undefined;
-  return { hash, userId, uref, reported: fields.has('r') };
+  return { hash, userId, uref, reported: fields.has('r'), ended: endedBy(fields.get('k')) };
 }
 
 /** A session in a user's listing (no hash, no data). */
@@ -189,14 +201,20 @@ export interface SessionBackend {
    */
   update(input: UpdateInput): Promise<UpdateOutcome>;
   rotate(input: RotateInput): Promise<RotateOutcome>;
-  /** Deletes the session and its tombstone (and, for a rotated-away token, its successor's). Returns the ids deleted. */
+  /**
+   * Deletes the session (and, for a rotated-away token, its successor) and marks the tombstone of
+   * each one deleted `revoked`. Returns the ids deleted.
+   */
   remove(ref: SessionRef, user: UserRef, now: number): Promise<string[]>;
   /**
    * Deletes a session found past a deadline (or already gone from the store) and marks its
    * tombstone reported; `true` only for the one caller that reports the expiry.
    */
   expire(ref: SessionRef, user: UserRef, now: number): Promise<boolean>;
-  /** Deletes every session of the user except `keep`; bumps the epoch when asked. */
+  /**
+   * Deletes every session of the user except `keep` (tombstones marked `revoked`, or reported for
+   * the members already expired); bumps the epoch when asked.
+   */
   removeAll(
     user: UserRef,
     now: number,

@@ -33,7 +33,8 @@ import {
 
 /**
  * Shared helpers: keep the index's TTL at its latest member's expiry; drop expired members and
- * mark their tombstones as reported (the caller reports them as expired).
+ * mark their tombstones as reported (the caller reports them as expired); mark the tombstone of a
+ * session revoked or rotated away (`k`), keeping its TTL (the absolute deadline).
  */
 const HELPERS = `
 local function ms(x) return string.format('%d', x) end
@@ -41,6 +42,9 @@ local function tomb(prefix, id) return string.sub(prefix, 1, -3) .. 't:' .. id e
 local function reported(t)
   if redis.call('EXISTS', t) == 0 then return 0 end
   return redis.call('HSETNX', t, 'r', '1')
+end
+local function ended(t, kind)
+  if redis.call('EXISTS', t) == 1 then redis.call('HSET', t, 'k', kind) end
 end
 local function settle(idx, now)
   local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
@@ -101,7 +105,8 @@ if limit > 0 then
         return x[2] < y[2]
       end)
       for i = 1, #aged - limit + 1 do
-        redis.call('DEL', prefix .. aged[i][1], tomb(prefix, aged[i][1]))
+        redis.call('DEL', prefix .. aged[i][1])
+        ended(tomb(prefix, aged[i][1]), 'revoked')
         redis.call('ZREM', idx, aged[i][1])
         evicted[#evicted + 1] = aged[i][1]
       end
@@ -116,6 +121,7 @@ redis.call('HSET', skey, unpack(fields))
 local exp = tonumber(ARGV[8])
 redis.call('PEXPIRE', skey, ms(math.max(1, exp - now)))
 local t = tomb(prefix, ARGV[3])
+redis.call('DEL', t)
 redis.call('HSET', t, 'h', ARGV[4], 'u', ARGV[5], 'x', ARGV[6])
 redis.call('PEXPIRE', t, ms(math.max(1, tonumber(ARGV[7]) - now)))
 redis.call('ZADD', idx, ms(exp), ARGV[3])
@@ -214,7 +220,7 @@ if a and a < exp then exp = a end
 if exp <= now then return 'gone' end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ms(exp - now))
-redis.call('DEL', KEYS[4])
+ended(KEYS[4], 'rotated')
 if a and u and x then
   redis.call('HSET', KEYS[5], 'h', ARGV[4], 'u', u, 'x', x)
   redis.call('PEXPIRE', KEYS[5], ms(math.max(1, a - now)))
@@ -235,17 +241,22 @@ return 'ok'
 
 /**
  * KEYS: session, index, tombstone. ARGV: prefix, id, now. Also deletes the successor of a
- * rotated-away token. A revoked session leaves no tombstone: its token reads as unknown.
+ * rotated-away token. A revoked session's tombstone stays, marked: its token reads as unknown
+ * but is not counted as a guess. (A session already gone keeps its tombstone as it was: expired.)
  */
 const REMOVE = lua(`
 local removed = {}
 local n = redis.call('HGET', KEYS[1], 'n')
-if redis.call('DEL', KEYS[1]) == 1 then removed[#removed + 1] = ARGV[2] end
-redis.call('DEL', KEYS[3])
+if redis.call('DEL', KEYS[1]) == 1 then
+  removed[#removed + 1] = ARGV[2]
+  ended(KEYS[3], 'revoked')
+end
 redis.call('ZREM', KEYS[2], ARGV[2])
 if n then
-  if redis.call('DEL', ARGV[1] .. n) == 1 then removed[#removed + 1] = n end
-  redis.call('DEL', tomb(ARGV[1], n))
+  if redis.call('DEL', ARGV[1] .. n) == 1 then
+    removed[#removed + 1] = n
+    ended(tomb(ARGV[1], n), 'revoked')
+  end
   redis.call('ZREM', KEYS[2], n)
 end
 settle(KEYS[2], tonumber(ARGV[3]))
@@ -273,9 +284,15 @@ local revoked, expired = {}, {}
 for i = 1, #members, 2 do
   local m = members[i]
   if m ~= ARGV[3] then
-    redis.call('DEL', ARGV[1] .. m, tomb(ARGV[1], m))
+    redis.call('DEL', ARGV[1] .. m)
     redis.call('ZREM', KEYS[1], m)
-    if tonumber(members[i + 1]) <= now then expired[#expired + 1] = m else revoked[#revoked + 1] = m end
+    if tonumber(members[i + 1]) <= now then
+      reported(tomb(ARGV[1], m))
+      expired[#expired + 1] = m
+    else
+      ended(tomb(ARGV[1], m), 'revoked')
+      revoked[#revoked + 1] = m
+    end
   end
 end
 if ARGV[4] == '1' then

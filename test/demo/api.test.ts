@@ -3,6 +3,7 @@
  * Postgres (a private schema) and the real Redis (a private namespace).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Query } from '../../demo/db.js';
 import type { DemoService } from '../../demo/service.js';
 import { eventually } from '../helpers/redis.js';
 import { Client, PASSWORD, SEED_PRODUCTS, dropSchema, startTestService, testEnv, uniqueSchema } from './helpers.js';
@@ -96,6 +97,33 @@ describe('sessions', () => {
     expect(logout.status).toBe(200);
     expect(user.cookie).toBeUndefined();
     expect((await user.get('/profile')).status).toBe(401);
+  });
+
+  it('a login racing a revoke-all (a password change) loses: the epoch is read before the password hash', async () => {
+    const { sessions } = a.services;
+    const runner = a.services.db as { query: Query };
+    const original = runner.query;
+    let raced = 0;
+    // The password change lands between the login's epoch read and its password check.
+    runner.query = async (sql: string, params?: readonly unknown[]) => {
+      if (sql.includes('password_hash') && raced++ === 0) await sessions.revokeAllForUser('11', { reason: 'password-change' });
+      return original(sql, params);
+    };
+    const user = new Client(a.url);
+    try {
+      const login = await user.login('user11@example.com');
+      expect(login.status).toBe(409);
+      expect(login.body).toMatchObject({ error: 'login_conflict' });
+      expect(user.cookie).toBeUndefined();
+      expect(await sessions.listForUser('11')).toEqual([]);
+    } finally {
+      runner.query = original;
+    }
+    expect(raced).toBe(1);
+    // Without a race the same login goes through.
+    expect((await user.login('user11@example.com')).status).toBe(200);
+    expect(await sessions.listForUser('11')).toHaveLength(1);
+    expect((await user.get('/profile')).status).toBe(200);
   });
 });
 

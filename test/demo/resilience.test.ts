@@ -1,7 +1,8 @@
 /**
  * The demo when things go wrong or go away: Redis stopped mid-test (a private redis-server), the
  * round trips of the bulk route (counted on that private server), and embedded mode (PGlite and
- * the in-memory store, with nothing answering where Redis would be).
+ * the in-memory store, with nothing answering where Redis would be); and no token in the log
+ * through all of it (checklist C.7).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PING_TIMEOUT_MS } from '../../demo/app.js';
@@ -112,6 +113,60 @@ describe('with a private Redis', () => {
     await user.get('/products/204');
     expect(service.services.db.queries - afterRestart).toBe(1);
   }, 45_000);
+});
+
+describe("C.7: no token in the service's log", () => {
+  const schema = uniqueSchema('logs');
+  let redis: RedisServer;
+  let service: DemoService;
+  const lines: string[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    service = await startTestService(testEnv(schema, { REDIS_URL: redis.url }), {}, { log: (line) => lines.push(line) });
+  });
+
+  afterAll(async () => {
+    await service?.close();
+    await redis?.stop();
+    await dropSchema(schema);
+  });
+
+  it('a session lifecycle, a Redis outage and its recovery log no token, secret or cookie', async () => {
+    const tokens: string[] = [];
+    const keep = (client: Client) => client.cookie !== undefined && tokens.push(client.cookie);
+    const user = new Client(service.url);
+    expect((await user.login('user3@example.com')).status).toBe(200);
+    keep(user);
+    expect((await user.get('/profile')).status).toBe(200);
+    expect((await user.login('user3@example.com')).status).toBe(200); // rotates: a new token
+    keep(user);
+    const stale = new Client(service.url);
+    stale.cookie = tokens[0];
+    expect((await stale.get('/profile')).status).toBe(401);
+    expect((await user.request('POST', '/logout')).status).toBe(200);
+    const other = new Client(service.url);
+    expect((await other.login('user4@example.com')).status).toBe(200);
+    keep(other);
+    await redis.stop();
+    expect((await other.get('/profile')).status).toBe(503);
+    expect((await new Client(service.url).login('user4@example.com')).status).toBe(503);
+    await redis.restart();
+    await eventually(
+      async () => (await other.get('/profile')).status === 401,
+      25_000,
+      'sessions back (the restarted Redis is empty)',
+    );
+    const again = new Client(service.url);
+    await eventually(async () => (await again.login('user4@example.com')).status === 200, 25_000, 'login after restart');
+    keep(again);
+    expect(tokens).toHaveLength(4);
+    // The outage was logged: the check below looked at real lines.
+    expect(lines.some((line) => line.includes('Redis'))).toBe(true);
+    const log = lines.join('\n');
+    const secrets = tokens.flatMap((token) => [token, token.split('.').at(-1)!, encodeURIComponent(token)]);
+    expect(secrets.filter((secret) => log.includes(secret))).toEqual([]);
+  }, 60_000);
 });
 
 describe('with Postgres gone', () => {

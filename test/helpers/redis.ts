@@ -19,8 +19,9 @@ export async function nodeRedis(url = REDIS_URL) {
   return client;
 }
 
-export async function ioredis(url = REDIS_URL): Promise<Redis> {
-  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => 50 });
+/** An ioredis client; `enableAutoPipelining` sends the commands of one tick in one write. */
+export async function ioredis(url = REDIS_URL, { enableAutoPipelining = false } = {}): Promise<Redis> {
+  const client = new Redis(url, { lazyConnect: true, retryStrategy: () => 50, enableAutoPipelining });
   client.on('error', () => undefined);
   await client.connect();
   return client;

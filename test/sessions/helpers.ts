@@ -25,14 +25,23 @@ export async function closeAll(): Promise<void> {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 }
 
-export async function storeFor(driver: Driver, url = REDIS_URL, options: RedisConnectionOptions = {}): Promise<Store> {
+/**
+ * A store for `driver`. `autoPipelining` turns on ioredis's `enableAutoPipelining` (commands
+ * issued in one tick go out in one write, as node-redis always does).
+ */
+export async function storeFor(
+  driver: Driver,
+  url = REDIS_URL,
+  options: RedisConnectionOptions = {},
+  { autoPipelining = false }: { autoPipelining?: boolean } = {},
+): Promise<Store> {
   if (driver === 'memory') return memoryStore();
   if (driver === 'redis') {
     const client = await nodeRedis(url);
     cleanups.push(async () => (client.isOpen ? client.destroy() : undefined));
     return redisStore({ client, ...options });
   }
-  const client = await ioredis(url);
+  const client = await ioredis(url, { enableAutoPipelining: autoPipelining });
   cleanups.push(async () => client.disconnect());
   return ioredisStore({ client, ...options });
 }

@@ -237,6 +237,34 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect((await http(real.app.url, '/public', { cookie })).body).toEqual({ status: 'invalid', user: null });
   });
 
+  it('C.36: cookies replayed after logout, revoke-all and rotation are refused but not counted as guesses; guessed ones are', async () => {
+    const guarded = await another({ bruteForce: { threshold: 3, windowMs: 60_000 } });
+    const seen = record(guarded.sessions);
+    const out = await login('alice', guarded.app);
+    await http(guarded.app.url, '/logout', { method: 'POST', cookie: out.cookie, headers: SAME_ORIGIN });
+    const all = await login('alice', guarded.app);
+    await http(guarded.app.url, '/admin/revoke-all?user=alice', { method: 'POST', headers: SAME_ORIGIN });
+    const old = await login('alice', guarded.app);
+    const rotated = await http(guarded.app.url, '/rotate', { method: 'POST', cookie: old.cookie, headers: SAME_ORIGIN });
+    expect(rotated.status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      for (const { cookie } of [out, all, old]) {
+        const res = await http(guarded.app.url, '/me', { cookie });
+        expect(res.status).toBe(401);
+        expect(res.setCookies).toEqual([`__Host-sid=; Max-Age=0; ${COOKIE_ATTRIBUTES}`]);
+      }
+    }
+    expect(seen['brute-force']).toEqual([]);
+    expect([...new Set(seen.invalid.map((e) => e.reason))].sort()).toEqual(['revoked', 'rotated']);
+    expect(seen.invalid.every((e) => e.ip !== undefined)).toBe(true);
+    // Three guesses from the same address: the signal fires.
+    const { tag, id } = parseToken(out.token)!;
+    for (const guess of [formatToken(tag, id, newSecret()), formatToken(tag, newId(), newSecret()), 'v1.junk']) {
+      expect((await http(guarded.app.url, '/me', { cookie: `__Host-sid=${guess}` })).status).toBe(401);
+    }
+    expect(seen['brute-force']).toEqual([{ scope: 'ip', subject: seen.invalid.at(-1)!.ip, attempts: 3, windowMs: 60_000 }]);
+  });
+
   it('C.18: throttled renewal: 100 requests write to Redis once (INFO commandstats)', async () => {
     const { cookie } = await login();
     let before = await commandStats(inspector);
@@ -328,6 +356,29 @@ describe.each(FRAMEWORKS)('sessions over HTTP with %s', (framework: Framework) =
     expect(writes.map((r) => r.status)).toEqual([403, 403, 403, 403]);
     const successor = await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` });
     expect(successor).toMatchObject({ status: 200, body: { data: {}, grace: false } });
+    clock.advance(5_001);
+    expect((await http(graced.app.url, '/me', { cookie })).status).toBe(401);
+    expect((await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` })).status).toBe(200);
+  });
+
+  it('C.20: requests in flight during a rotation (grace window) are served and log no one out', async () => {
+    const graced = await another({ rotationGrace: 5_000 });
+    const { cookie } = await login('alice', graced.app);
+    // 30 reads with the old cookie race the rotation: before it, or after it through the grace window.
+    const [rotation, ...reads] = await Promise.all([
+      http(graced.app.url, '/rotate', { method: 'POST', cookie, headers: SAME_ORIGIN }),
+      ...Array.from({ length: 30 }, () => http(graced.app.url, '/me', { cookie })),
+    ]);
+    expect(rotation.status).toBe(200);
+    const rotated = tokenFrom(rotation.setCookies)!;
+    issued.push(rotated);
+    expect(reads.map((r) => r.status)).toEqual(reads.map(() => 200));
+    expect(reads.map((r) => (r.body as { user: string }).user)).toEqual(reads.map(() => 'alice'));
+    // No racing response clears or overwrites the browser's cookie.
+    expect(reads.flatMap((r) => r.setCookies).filter((line) => line.startsWith('__Host-sid='))).toEqual([]);
+    // After the rotation, the old cookie still reads through its grace window, then dies; the new one lives on.
+    const late = await Promise.all(Array.from({ length: 10 }, () => http(graced.app.url, '/me', { cookie })));
+    expect(late.map((r) => [r.status, (r.body as { grace?: boolean }).grace])).toEqual(late.map(() => [200, true]));
     clock.advance(5_001);
     expect((await http(graced.app.url, '/me', { cookie })).status).toBe(401);
     expect((await http(graced.app.url, '/me', { cookie: `__Host-sid=${rotated}` })).status).toBe(200);

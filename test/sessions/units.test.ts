@@ -200,6 +200,56 @@ describe('cookie header reader (C.31, C.32)', () => {
   });
 });
 
+describe('cookie header fuzz (C.2, C.31)', () => {
+  it('20,000 random headers (random characters, near-miss tokens): no throw, inside a time budget; whatever passes the format check is a canonical base64url token', () => {
+    const token = formatToken('AbC_', newId(), newSecret());
+    const pieces = [
+      '__Host-sid',
+      '=',
+      ';',
+      ' ',
+      '.',
+      '%',
+      '"',
+      '\u0000',
+      '\u0430',
+      '\uD800',
+      'v1',
+      token,
+      `; __Host-sid=${token}; `,
+      'x'.repeat(300),
+    ];
+    let seed = 42;
+    // A fixed-seed generator (not a CSPRNG: only test input), so a failure replays.
+    const next = (n: number) => ((seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0) >>> 8) % n;
+    const started = performance.now();
+    let odd = 0;
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      let header = '';
+      const parts = 1 + next(40);
+      for (let j = 0; j < parts; j++) {
+        header +=
+          next(3) === 0
+            ? String.fromCharCode(next(0x110))
+            : next(5) === 0
+              ? `; __Host-sid=${token.slice(0, next(token.length))}${String.fromCharCode(next(128))}${token.slice(next(token.length))}; `
+              : pieces[next(pieces.length)]!;
+      }
+      const found = findCookie(header, '__Host-sid');
+      const parsed = found.count === 1 ? parseToken(found.value) : undefined;
+      if (parsed === undefined) continue;
+      accepted++;
+      // Store keys are built from these parts only: each must be plain base64url, the whole canonical.
+      const canonical = formatToken(parsed.tag, parsed.id, parsed.secret);
+      if (canonical !== found.value || !/^[\w-]+$/.test(parsed.tag + parsed.id + parsed.secret)) odd++;
+    }
+    expect(odd).toBe(0);
+    expect(accepted).toBeGreaterThan(0);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
 describe('CSRF decision (C.33)', () => {
   const csrf = resolveCsrf({ origins: ['https://app.example.com'] })!;
   const withToken = resolveCsrf({ token: true })!;
