@@ -7,7 +7,7 @@ import { subscribe, tracingChannel, unsubscribe } from 'node:diagnostics_channel
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCache, type Cache } from '../src/index.js';
 import { redisStore } from '../src/stores/redis.js';
-import { nodeRedis, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+import { eventually, ManualClock, nodeRedis, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
 
 let client: NodeRedis;
 beforeAll(async () => {
@@ -40,6 +40,40 @@ describe('instrumentation', () => {
     const status = cache.store.status();
     expect(status.latency!.count).toBeGreaterThanOrEqual(8);
     expect(status.breakerOpens).toBe(0);
+    await cache.close();
+  });
+
+  it('counts early refreshes (before expiry) and stale refreshes (past fresh) apart; refreshes is their sum', async () => {
+    const clock = new ManualClock();
+    const cache = createCache({
+      namespace: uniqueNamespace('obs'),
+      store: redisStore({ client }),
+      ttl: 1_000,
+      grace: 60_000,
+      jitter: 0,
+      clock,
+      earlyRefresh: { ahead: 0.5, beta: 0 },
+    });
+    const users = cache.namespace('users');
+    const reasons: string[] = [];
+    cache.on('refresh', (event) => reasons.push(event.reason));
+    let version = 0;
+    const loader = () => ++version;
+    // Early: read past half of the fresh period, still fresh; answered with the cached value.
+    await users.getOrSet('a', loader);
+    clock.advance(600);
+    expect(await users.getOrSet('a', loader)).toBe(1);
+    await eventually(() => users.stats().loads === 2, 5_000, 'the early refresh');
+    // Stale: past the fresh period (earlyRefresh off for this read), served stale, refreshed.
+    await cache.getOrSet('b', loader, { earlyRefresh: false });
+    clock.advance(1_500);
+    expect(await cache.getOrSet('b', loader, { earlyRefresh: false })).toBe(3);
+    await eventually(() => cache.stats().loads === 4, 5_000, 'the stale refresh');
+    expect(reasons).toEqual(['early', 'stale']);
+    expect(users.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 0, refreshes: 1 });
+    expect(cache.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 1, refreshes: 2, staleHits: 1 });
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    await cache.clear();
     await cache.close();
   });
 

@@ -1051,7 +1051,7 @@ export class Cache {
     if (raced === TIMED_OUT) {
       this.#hit(job.key, entry, true);
       if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason: 'soft-timeout' });
-      this.#bump('refreshes');
+      this.#bump('staleRefreshes');
       // The load goes on in the background; the flight is released once it ends (written, or
       // failed and backed off).
       const done = load.then(
@@ -1145,7 +1145,7 @@ export class Cache {
   /** Refreshes `entry` in the background, once across processes. Never rejects. */
   async #refresh<T>(job: Job<T>, entry: Entry, reason: 'early' | 'stale'): Promise<void> {
     const core = this.#core;
-    this.#bump('refreshes');
+    this.#bump(reason === 'early' ? 'earlyRefreshes' : 'staleRefreshes');
     if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason });
     const lock = await this.#refreshLock(job);
     if (lock === 'held') return;

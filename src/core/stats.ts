@@ -30,8 +30,18 @@ export interface CacheStats {
   readonly loadErrors: number;
   /** Loader calls stopped by the hard timeout. */
   readonly loadTimeouts: number;
-  /** Background refreshes started (early refresh, stale-while-revalidate). */
+  /** Background refreshes started: `earlyRefreshes + staleRefreshes`. */
   readonly refreshes: number;
+  /**
+   * Background refreshes of a still-fresh entry, before it expires (refresh-ahead threshold or
+   * XFetch, `earlyRefresh`).
+   */
+  readonly earlyRefreshes: number;
+  /**
+   * Background refreshes of an entry past its fresh period, served stale meanwhile
+   * (stale-while-revalidate, and a foreground refresh that outlived the soft timeout).
+   */
+  readonly staleRefreshes: number;
   /** Entries that could not be read (corrupt, foreign serializer, failed schema); each was deleted. */
   readonly corrupt: number;
   /** Store failures absorbed (a read answered as a miss, a write dropped) instead of thrown. */
@@ -53,7 +63,7 @@ export interface CacheStats {
 }
 
 /** The counters a cache bumps. */
-export type CounterName = Exclude<keyof CacheStats, 'l1Entries' | 'l1Bytes' | 'l1Evictions' | 'latency'>;
+export type CounterName = Exclude<keyof CacheStats, 'l1Entries' | 'l1Bytes' | 'l1Evictions' | 'latency' | 'refreshes'>;
 
 /** The cache's latency histograms. */
 export class Latency {
@@ -85,7 +95,8 @@ export class Counters implements Record<CounterName, number> {
   loads = 0;
   loadErrors = 0;
   loadTimeouts = 0;
-  refreshes = 0;
+  earlyRefreshes = 0;
+  staleRefreshes = 0;
   corrupt = 0;
   failOpen = 0;
   writeErrors = 0;
@@ -107,7 +118,9 @@ export class Counters implements Record<CounterName, number> {
       loads: this.loads,
       loadErrors: this.loadErrors,
       loadTimeouts: this.loadTimeouts,
-      refreshes: this.refreshes,
+      refreshes: this.earlyRefreshes + this.staleRefreshes,
+      earlyRefreshes: this.earlyRefreshes,
+      staleRefreshes: this.staleRefreshes,
       corrupt: this.corrupt,
       failOpen: this.failOpen,
       writeErrors: this.writeErrors,

@@ -276,7 +276,7 @@ function page({
 </section>
 <section>
   <h2>Totals since start</h2>
-  <table id="totals"><thead><tr><th>namespace</th><th>hits</th><th>L1</th><th>L2</th><th>stale</th><th>misses</th><th>loads</th><th>load errors</th><th>refreshes</th><th>lock waits</th><th>fail-open</th><th>corrupt</th></tr></thead><tbody></tbody></table>
+  <table id="totals"><thead><tr><th>namespace</th><th>hits</th><th>L1</th><th>L2</th><th>stale</th><th>misses</th><th>loads</th><th>load errors</th><th title="early (before expiry) / stale (past fresh)">refreshes early / stale</th><th>lock waits</th><th>fail-open</th><th>corrupt</th></tr></thead><tbody></tbody></table>
   <p class="muted" id="details"></p>
 </section>
 <script nonce="${nonce}">
@@ -497,7 +497,7 @@ function render() {
   for (const row of rows) {
     const tr = document.createElement('tr');
     const c = row.counters;
-    for (const cell of [row.namespace === null ? '(rest)' : row.namespace, c.hits, c.l1Hits, c.l2Hits, c.staleHits, c.misses, c.loads, c.loadErrors, c.refreshes, c.lockWaits, c.failOpen, c.corrupt]) {
+    for (const cell of [row.namespace === null ? '(rest)' : row.namespace, c.hits, c.l1Hits, c.l2Hits, c.staleHits, c.misses, c.loads, c.loadErrors, c.earlyRefreshes + ' / ' + c.staleRefreshes, c.lockWaits, c.failOpen, c.corrupt]) {
       const td = document.createElement('td');
       td.textContent = String(cell);
       tr.appendChild(td);

@@ -384,7 +384,6 @@ const COUNTERS: readonly CounterSpec[] = [
     unit: '{call}',
     value: (c) => c.loadTimeouts,
   },
-  { name: 'larder.cache.refreshes', description: 'Background refreshes started.', unit: '{refresh}', value: (c) => c.refreshes },
   {
     name: 'larder.cache.lock_waits',
     description: "Times a caller waited for another process's load.",
@@ -410,6 +409,10 @@ function cacheInstruments(
   const hits = meter.createObservableCounter('larder.cache.hits', {
     description: 'Reads answered from the cache (fresh or stale), by tier.',
     unit: '{hit}',
+  });
+  const refreshes = meter.createObservableCounter('larder.cache.refreshes', {
+    description: 'Background refreshes started, by reason (larder.refresh.reason): early (before expiry) or stale (past fresh).',
+    unit: '{refresh}',
   });
   const counters = COUNTERS.map(
     (spec) => [spec, meter.createObservableCounter(spec.name, { description: spec.description, unit: spec.unit })] as const,
@@ -446,6 +449,7 @@ function cacheInstruments(
   });
   const observables: Observable[] = [
     hits,
+    refreshes,
     ...counters.map(([, c]) => c),
     evictions,
     l1Entries,
@@ -466,6 +470,8 @@ function cacheInstruments(
           row.namespace === undefined ? cacheAttrs : { 'larder.cache': reading.name, 'larder.namespace': row.namespace };
         result.observe(hits, row.counts.l1Hits, { ...attrs, 'larder.tier': 'l1' });
         result.observe(hits, row.counts.l2Hits, { ...attrs, 'larder.tier': 'l2' });
+        result.observe(refreshes, row.counts.earlyRefreshes, { ...attrs, 'larder.refresh.reason': 'early' });
+        result.observe(refreshes, row.counts.staleRefreshes, { ...attrs, 'larder.refresh.reason': 'stale' });
         for (const [spec, instrument] of counters) result.observe(instrument, spec.value(row.counts), attrs);
       }
       result.observe(evictions, reading.stats.l1Evictions, cacheAttrs);

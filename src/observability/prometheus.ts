@@ -138,11 +138,18 @@ const FAMILIES: readonly Family[] = [
   rowCounter('cache_loads_total', 'Loader calls (foreground and background).', (c) => c.loads),
   rowCounter('cache_load_errors_total', 'Loader calls that threw or timed out.', (c) => c.loadErrors),
   rowCounter('cache_load_timeouts_total', 'Loader calls stopped by the hard timeout.', (c) => c.loadTimeouts),
-  rowCounter(
-    'cache_refreshes_total',
-    'Background refreshes started (early refresh, stale-while-revalidate).',
-    (c) => c.refreshes,
-  ),
+  {
+    name: 'cache_refreshes_total',
+    kind: 'counter',
+    help: 'Background refreshes started, by reason: early (refresh-ahead, XFetch, before expiry) or stale (stale-while-revalidate, soft timeout).',
+    samples(reading, into) {
+      for (const row of reading.rows) {
+        const labels = rowLabels(reading, row);
+        into.push({ value: row.counts.earlyRefreshes, labels: { ...labels, reason: 'early' } });
+        into.push({ value: row.counts.staleRefreshes, labels: { ...labels, reason: 'stale' } });
+      }
+    },
+  },
   rowCounter('cache_lock_waits_total', "Times a caller waited for another process's load.", (c) => c.lockWaits),
   rowCounter('cache_fail_open_total', 'Store failures absorbed (a read answered as a miss, a write dropped).', (c) => c.failOpen),
   rowCounter('cache_corrupt_total', 'Entries that could not be read (and were deleted).', (c) => c.corrupt),

@@ -46,6 +46,8 @@ export const COUNTER_KEYS = [
   'loadErrors',
   'loadTimeouts',
   'refreshes',
+  'earlyRefreshes',
+  'staleRefreshes',
   'corrupt',
   'failOpen',
   'writeErrors',

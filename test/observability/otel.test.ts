@@ -261,6 +261,10 @@ describe('larder/otel metrics', () => {
     expect(point(misses, { 'larder.cache': 'app', 'larder.namespace': 'users' })).toBe(1);
     expect(point(misses, { 'larder.cache': 'app' })).toBe(2);
     expect(point(metric(metrics, 'larder.cache.load_errors'), { 'larder.cache': 'app' })).toBe(1);
+    const refreshes = metric(metrics, 'larder.cache.refreshes');
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.refresh.reason': 'early' })).toBe(0);
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.refresh.reason': 'stale' })).toBe(0);
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.namespace': 'users', 'larder.refresh.reason': 'stale' })).toBe(0);
     expect(point(metric(metrics, 'larder.cache.l1.entries'), { 'larder.cache': 'local' })).toBe(1);
     expect(point(metric(metrics, 'larder.store.ready'), { 'larder.cache': 'app', 'larder.store': 'redis' })).toBe(1);
     expect(point(metric(metrics, 'larder.store.breaker.state'), { 'larder.cache': 'app', 'larder.store': 'redis' })).toBe(0);

@@ -128,6 +128,11 @@ describe('larder/prometheus', () => {
       expect(families.get(family)?.type).toBe('counter');
       expect(sum(family)).toBe(total[familyKey(family)]);
     }
+    // Refreshes by reason: the scripted one was a stale-while-revalidate.
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', reason: 'stale' })).toBe(1);
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', reason: 'early' })).toBe(0);
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', namespace: 'users', reason: 'stale' })).toBe(0);
+    expect(total).toMatchObject({ earlyRefreshes: 0, staleRefreshes: 1 });
     expect(sampleValue(families, 'larder_cache_evictions_total', { cache: 'app' })).toBe(0);
     expect(sampleValue(families, 'larder_cache_l1_entries', { cache: 'app' })).toBe(0);
     expect(sampleValue(families, 'larder_cache_l1_bytes', { cache: 'app' })).toBe(0);
