@@ -35,6 +35,13 @@ describe('instrumentation', () => {
     const { latency } = cache.stats();
     expect(latency.l2.count).toBe(5);
     expect(latency.load.count).toBe(3);
+    // The namespace's histograms are its own; the root's cover it too.
+    const own = users.stats().latency;
+    expect(own.l2.count).toBe(2);
+    expect(own.load.count).toBe(1);
+    expect(total(own.l2.counts)).toBe(2);
+    expect(own.l2.sum).toBeLessThanOrEqual(latency.l2.sum);
+    expect(cache.namespace('other').stats().latency.l2.count).toBe(0);
     expect(total(latency.l2.counts)).toBe(latency.l2.count);
     expect(latency.l2.sum).toBeGreaterThan(0);
     const status = cache.store.status();
@@ -73,6 +80,27 @@ describe('instrumentation', () => {
     expect(users.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 0, refreshes: 1 });
     expect(cache.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 1, refreshes: 2, staleHits: 1 });
     await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    await cache.clear();
+    await cache.close();
+  });
+
+  it('publishes timed reads on larder:cache:read, with the namespace that read', async () => {
+    const cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
+    const users = cache.namespace('users');
+    const reads: { cache: string; prefix: string; tier: string; durationMs: number }[] = [];
+    const onRead = (message: unknown) => void reads.push(message as (typeof reads)[number]);
+    subscribe('larder:cache:read', onRead);
+    try {
+      await users.getOrSet('1', () => 'Ada');
+      await cache.get('x');
+    } finally {
+      unsubscribe('larder:cache:read', onRead);
+    }
+    await users.getOrSet('1', () => 'Ada');
+    expect(reads).toHaveLength(2);
+    expect(reads[0]).toMatchObject({ cache: cache.prefix, prefix: users.prefix, tier: 'l2' });
+    expect(reads[1]).toMatchObject({ cache: cache.prefix, prefix: cache.prefix, tier: 'l2' });
+    expect(reads[0]!.durationMs).toBeGreaterThan(0);
     await cache.clear();
     await cache.close();
   });

@@ -172,8 +172,11 @@ const FAMILIES: readonly Family[] = [
     kind: 'histogram',
     help: 'Reads answered by a tier, in seconds. The l1 tier is sampled (one hit in 64 is timed).',
     samples(reading, into, fullName) {
-      pushHistogram(into, fullName, { cache: reading.name, tier: 'l1' }, reading.stats.latency.l1);
-      pushHistogram(into, fullName, { cache: reading.name, tier: 'l2' }, reading.stats.latency.l2);
+      for (const row of reading.rows) {
+        const labels = rowLabels(reading, row);
+        pushHistogram(into, fullName, { ...labels, tier: 'l1' }, row.latency.l1);
+        pushHistogram(into, fullName, { ...labels, tier: 'l2' }, row.latency.l2);
+      }
     },
   },
   {
@@ -181,7 +184,7 @@ const FAMILIES: readonly Family[] = [
     kind: 'histogram',
     help: 'Loader calls, in seconds (foreground and background, batches included).',
     samples(reading, into, fullName) {
-      pushHistogram(into, fullName, { cache: reading.name }, reading.stats.latency.load);
+      for (const row of reading.rows) pushHistogram(into, fullName, rowLabels(reading, row), row.latency.load);
     },
   },
   {
