@@ -17,7 +17,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { tracingChannel, type TracingChannelSubscribers } from 'node:diagnostics_channel';
+import { subscribe, tracingChannel, unsubscribe, type TracingChannelSubscribers } from 'node:diagnostics_channel';
 import {
   context,
   createNoopMeter,
@@ -37,7 +37,7 @@ import {
   type TracerProvider,
 } from '@opentelemetry/api';
 import type { Cache } from '../core/cache.js';
-import type { CommandTraceContext, LoadTraceContext } from '../core/diagnostics.js';
+import type { CommandTraceContext, LoadTraceContext, ReadMessage } from '../core/diagnostics.js';
 import { LATENCY_BOUNDS_MS } from '../core/metrics.js';
 import { breakerValue, msToSeconds, Observed, type Counts, type ObserveOptions } from './shared.js';
 
@@ -129,6 +129,25 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
   const timing: Meter | undefined = meter === undefined || isNoopMeter(meter) ? undefined : meter;
   const cacheNames = new Map<string, string>();
   const cacheName = (prefix: string): string => cacheNames.get(prefix) ?? nameOfPrefix(prefix);
+  // The listed namespaces of the observed caches: by root prefix, each child's prefix and label.
+  const namespaceLists = new Map<string, (readonly [prefix: string, label: string])[]>();
+  /** `larder.cache`, and `larder.namespace` when `prefix` is a listed namespace's (else: the rest). */
+  const cacheAttributes = (cache: string, prefix: string): Attributes => {
+    const name = cacheName(cache);
+    for (const [child, label] of namespaceLists.get(cache) ?? []) {
+      if (child === prefix) return { 'larder.cache': name, 'larder.namespace': label };
+    }
+    return { 'larder.cache': name };
+  };
+  /** The same for a full key: a namespace's keys start with its prefix (children hang off with `/`). */
+  const keyAttributes = (cache: string, key: string): Attributes => {
+    for (const [child, label] of namespaceLists.get(cache) ?? []) {
+      if (key.startsWith(child)) return { 'larder.cache': cacheName(cache), 'larder.namespace': label };
+    }
+    return { 'larder.cache': cacheName(cache) };
+  };
+  // Attributes of the read histogram by prefix and tier, built once (a read costs a map lookup).
+  const readAttributes = new Map<string, { readonly l1: Attributes; readonly l2: Attributes }>();
   const undo: (() => void)[] = [];
 
   // --- loads ---------------------------------------------------------------------------------
@@ -155,7 +174,7 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
     const finish = (ctx: Traced<LoadTraceContext>): void => {
       const started = ctx[STARTED];
       if (loadDuration !== undefined && started !== undefined) {
-        const attributes: Attributes = { 'larder.cache': cacheName(ctx.cache) };
+        const attributes: Attributes = keyAttributes(ctx.cache, ctx.key);
         if ('error' in ctx) attributes['error.type'] = errorType(ctx.error);
         loadDuration.record((performance.now() - started) / 1_000, attributes);
       }
@@ -173,6 +192,27 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
       });
       undo.push(() => channel.start.unbindStore(storage));
     }
+  }
+
+  // --- reads by tier ------------------------------------------------------------------------
+  const readDuration = timing?.createHistogram('larder.cache.get.duration', {
+    description: 'Reads answered by a tier (larder.tier: l1, sampled one hit in 64; l2: reads of the store).',
+    unit: 's',
+    advice: { explicitBucketBoundaries: BOUNDS_S },
+  });
+  if (readDuration !== undefined) {
+    const onRead = (message: unknown): void => {
+      const read = message as ReadMessage;
+      let attributes = readAttributes.get(read.prefix);
+      if (attributes === undefined) {
+        const base = cacheAttributes(read.cache, read.prefix);
+        attributes = { l1: { ...base, 'larder.tier': 'l1' }, l2: { ...base, 'larder.tier': 'l2' } };
+        readAttributes.set(read.prefix, attributes);
+      }
+      readDuration.record(read.durationMs / 1_000, attributes[read.tier]);
+    };
+    subscribe('larder:cache:read', onRead);
+    undo.push(() => unsubscribe('larder:cache:read', onRead));
   }
 
   // --- Redis commands ------------------------------------------------------------------------
@@ -232,12 +272,21 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
         throw new Error(`Larder OpenTelemetry: a cache named "${observed.name}" is already observed`);
     }
     observers.add(observed);
-    // Spans of this cache carry its name too.
+    // Spans and histograms of this cache carry its name too, and its listed namespaces' labels.
     cacheNames.set(observed.prefix, observed.name);
+    namespaceLists.set(
+      observed.prefix,
+      observed.namespaces.map(([label, child]) => [child.prefix, label] as const),
+    );
+    readAttributes.clear();
     if (meter !== undefined && stopMetrics === undefined) startMetrics(meter);
     return () => {
       observers.delete(observed);
-      if (cacheNames.get(observed.prefix) === observed.name) cacheNames.delete(observed.prefix);
+      if (cacheNames.get(observed.prefix) === observed.name) {
+        cacheNames.delete(observed.prefix);
+        namespaceLists.delete(observed.prefix);
+        readAttributes.clear();
+      }
     };
   };
   for (const entry of options.caches ?? []) {
