@@ -311,9 +311,6 @@ describe('larder/otel metrics', () => {
     expect(usersReads.sum).toBeCloseTo(users.stats().latency.l2.sum / 1_000, 9);
     const restReads = readPoint({ 'larder.cache': 'app', 'larder.tier': 'l2' });
     expect(restReads.count).toBe(cache.stats().latency.l2.count - 2);
-    // L1 reads are timed one in 64, as in stats().
-    const localL1 = other.stats().latency.l1.count;
-    if (localL1 > 0) expect(readPoint({ 'larder.cache': 'local', 'larder.tier': 'l1' }).count).toBe(localL1);
     expect(ok.value.buckets.boundaries[0]).toBe(0.00001);
     expect(ok.value.sum).toBeLessThan(1);
     const commands = metric(metrics, 'db.client.operation.duration');
