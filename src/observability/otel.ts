@@ -490,6 +490,14 @@ function cacheInstruments(
     description: 'Commands sent and not answered yet.',
     unit: '{command}',
   });
+  const poolConnections = meter.createObservableUpDownCounter('db.client.connection.count', {
+    description: 'Connections of the store client pool, by state (db.client.connection.state: idle, used).',
+    unit: '{connection}',
+  });
+  const poolPending = meter.createObservableUpDownCounter('db.client.connection.pending_requests', {
+    description: 'Commands waiting for a connection of the store client pool.',
+    unit: '{request}',
+  });
   const detail = meter.createObservableGauge('larder.store.detail', {
     description: 'Numeric and boolean (0/1) connection details the store client reports.',
   });
@@ -507,6 +515,8 @@ function cacheInstruments(
     breaker,
     opens,
     pending,
+    poolConnections,
+    poolPending,
     detail,
     info,
   ];
@@ -532,6 +542,12 @@ function cacheInstruments(
       result.observe(breaker, breakerValue(status.breaker), storeAttrs);
       result.observe(opens, status.breakerOpens ?? 0, storeAttrs);
       result.observe(pending, status.pending, storeAttrs);
+      if (status.pool !== undefined) {
+        const poolAttrs: Attributes = { ...storeAttrs, 'db.client.connection.pool.name': reading.name };
+        result.observe(poolConnections, status.pool.idle, { ...poolAttrs, 'db.client.connection.state': 'idle' });
+        result.observe(poolConnections, status.pool.inUse, { ...poolAttrs, 'db.client.connection.state': 'used' });
+        result.observe(poolPending, status.pool.waiting, poolAttrs);
+      }
       for (const [name, value] of Object.entries(status.details ?? {})) {
         if (typeof value === 'string') {
           result.observe(info, 1, { ...storeAttrs, 'larder.store.detail': name, 'larder.store.detail.value': value });

@@ -208,6 +208,27 @@ const FAMILIES: readonly Family[] = [
   ),
   storeValue('store_pending_commands', 'gauge', 'Commands sent to the store and not answered yet.', (r) => r.status.pending),
   {
+    name: 'store_pool_connections',
+    kind: 'gauge',
+    help: 'Connections of the store client pool (node-redis createClientPool), by state: idle or used (running a command, or connecting).',
+    samples(reading, into) {
+      const pool = reading.status.pool;
+      if (pool === undefined) return;
+      const labels = { cache: reading.name, store: reading.store };
+      into.push({ value: pool.idle, labels: { ...labels, state: 'idle' } });
+      into.push({ value: pool.inUse, labels: { ...labels, state: 'used' } });
+    },
+  },
+  {
+    name: 'store_pool_pending_requests',
+    kind: 'gauge',
+    help: 'Commands waiting for a connection of the store client pool (it is at its maximum).',
+    samples(reading, into) {
+      const pool = reading.status.pool;
+      if (pool !== undefined) into.push({ value: pool.waiting, labels: { cache: reading.name, store: reading.store } });
+    },
+  },
+  {
     name: 'store_detail',
     kind: 'gauge',
     help: 'Numeric and boolean (0/1) connection details the store client reports, by detail name.',
