@@ -2,7 +2,7 @@
  * OpenTelemetry for Larder, through `@opentelemetry/api` (an optional peer dependency): spans
  * for loader calls and Redis round trips, read from Larder's `node:diagnostics_channel` tracing
  * channels, and metrics (observable counters and gauges over `cache.stats()` and
- * `cache.store.status()`, histograms of load and command durations).
+ * `cache.store.status()`, histograms of read (by tier), load and command durations).
  *
  * Without an OpenTelemetry SDK the API's providers are no-ops, and so is this.
  *
@@ -79,7 +79,7 @@ export interface OtelOptions {
   readonly commands?: boolean;
   /**
    * Export metrics: observable counters and gauges for the caches in `caches` (and those added
-   * with `observe()`), and duration histograms of loads and Redis commands.
+   * with `observe()`), and duration histograms of reads by tier, loads and Redis commands.
    * @default true
    */
   readonly metrics?: boolean;
