@@ -3,12 +3,11 @@
  * are sent again (or collapse into a reset), `forceFresh` loads announced, and an L1 copy taken
  * back when the store refused the write it came from.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createCache, type Cache, type CacheOptions, type Store } from '../src/index.js';
 import { MAX_UNSENT } from '../src/bus/bus.js';
-import { ioredisStore } from '../src/stores/ioredis.js';
-import { redisStore } from '../src/stores/redis.js';
-import { eventually, ioredis, nodeRedis, sleep, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+import { eventually, sleep, uniqueNamespace } from './helpers/redis.js';
+import { driverFixture } from './helpers/driver-fixture.js';
 
 /** A store whose PUBLISH on `channel` fails while `failing` is set: a blip on the command connection only. */
 function flakyPublish(store: Store, channel: string): { store: Store; failing: boolean; failures: number } {
@@ -33,31 +32,9 @@ function flakyPublish(store: Store, channel: string): { store: Store; failing: b
 
 for (const driver of ['redis', 'ioredis'] as const) {
   describe(`invalidation bus over ${driver}`, () => {
-    let inspector: NodeRedis;
-    const caches: Cache[] = [];
-    const closers: (() => Promise<unknown>)[] = [];
-
-    beforeAll(async () => {
-      inspector = await nodeRedis();
-    });
-    afterEach(async () => {
-      await Promise.all(caches.splice(0).map((c) => c.close()));
-      await Promise.all(closers.splice(0).map((close) => close().catch(() => undefined)));
-    });
-    afterAll(async () => {
-      await inspector.close();
-    });
-
-    async function store(): Promise<Store> {
-      if (driver === 'redis') {
-        const client = await nodeRedis();
-        closers.push(() => client.close());
-        return redisStore({ client });
-      }
-      const client = await ioredis();
-      closers.push(() => client.quit());
-      return ioredisStore({ client });
-    }
+    const fixture = driverFixture(driver);
+    const { caches, closers } = fixture;
+    const store = () => fixture.store();
 
     /** An instance with an L1 whose bus is up. */
     async function instance(namespace: string, options: Omit<CacheOptions, 'store' | 'namespace'> = {}, on?: Store) {
@@ -88,7 +65,7 @@ for (const driver of ['redis', 'ioredis'] as const) {
     it('each instance hears only its own heartbeat: none on the shared channel', async () => {
       const namespace = uniqueNamespace('beat');
       const channel = `larder:bus:${namespace}`;
-      const subscriber = inspector.duplicate();
+      const subscriber = fixture.inspector.duplicate();
       closers.push(() => subscriber.close());
       await subscriber.connect();
       const seen: string[] = [];
@@ -100,9 +77,9 @@ for (const driver of ['redis', 'ioredis'] as const) {
       // One invalidation, no heartbeat (three instances at 50 ms would be ~18 messages here).
       expect(seen.map((m) => (JSON.parse(m) as unknown[])[0])).toEqual(['i']);
       // Three heartbeat channels, one subscriber each.
-      const channels = await inspector.pubSubChannels(`{${channel}}:hb:*`);
+      const channels = await fixture.inspector.pubSubChannels(`{${channel}}:hb:*`);
       expect(channels).toHaveLength(3);
-      const counts = await inspector.pubSubNumSub(channels);
+      const counts = await fixture.inspector.pubSubNumSub(channels);
       expect(Object.values(counts)).toEqual([1, 1, 1]);
     });
 

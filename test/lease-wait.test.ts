@@ -3,13 +3,14 @@
  * processes would be): woken by the holder's message rather than by polling, giving up after
  * `lock.wait`, and reconnecting with jittered backoff.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createCache, type Cache, type LockWaitEvent, type Store } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { createCache, type Cache, type LockWaitEvent } from '../src/index.js';
 import { POLL_MAX_MS, POLL_START_MS } from '../src/core/coordination.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
 import { redisStore } from '../src/stores/redis.js';
 import { reconnectDelay } from '../src/stores/redis-store.js';
-import { ioredis, nodeRedis, sleep, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+import { sleep, uniqueNamespace } from './helpers/redis.js';
+import { driverFixture } from './helpers/driver-fixture.js';
 import { startRedis } from './helpers/redis-server.js';
 
 /** When a waiter polling with backoff (no message) re-reads the key: 20, 60, 140, 300, 620, … ms. */
@@ -21,31 +22,9 @@ function pollTimes(until: number): number[] {
 
 for (const driver of ['redis', 'ioredis'] as const) {
   describe(`lease waits over ${driver}`, () => {
-    let inspector: NodeRedis;
-    const caches: Cache[] = [];
-    const closers: (() => Promise<unknown>)[] = [];
-
-    beforeAll(async () => {
-      inspector = await nodeRedis();
-    });
-    afterEach(async () => {
-      await Promise.all(caches.splice(0).map((c) => c.close()));
-      await Promise.all(closers.splice(0).map((close) => close().catch(() => undefined)));
-    });
-    afterAll(async () => {
-      await inspector.close();
-    });
-
-    async function store(): Promise<Store> {
-      if (driver === 'redis') {
-        const client = await nodeRedis();
-        closers.push(() => client.close());
-        return redisStore({ client });
-      }
-      const client = await ioredis();
-      closers.push(() => client.quit());
-      return ioredisStore({ client });
-    }
+    const fixture = driverFixture(driver);
+    const { caches } = fixture;
+    const store = () => fixture.store();
 
     async function instance(namespace: string, options: Parameters<typeof createCache>[0] = {}): Promise<Cache> {
       const cache = createCache({ namespace, jitter: 0, ...options, store: await store() });

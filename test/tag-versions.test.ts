@@ -2,15 +2,14 @@
  * Tag versions: ordered by the store, only ever moved forward by an instance, recreated (and
  * announced) after they expire, bounded in memory, and trusted without a bus only for `l1.ttl`.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createCache, type Cache } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { createCache } from '../src/index.js';
 import { TagVersions } from '../src/core/tags.js';
 import { systemClock } from '../src/core/clock.js';
 import { memoryStore } from '../src/stores/memory.js';
-import { redisStore } from '../src/stores/redis.js';
-import { ioredisStore } from '../src/stores/ioredis.js';
 import { newerVersion, type Store, type VersionRequest } from '../src/stores/store.js';
-import { eventually, ioredis, nodeRedis, sleep, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+import { eventually, sleep, uniqueNamespace } from './helpers/redis.js';
+import { driverFixture } from './helpers/driver-fixture.js';
 
 function versionsOn(store: Store, announced: [string, string][] = []): TagVersions {
   return new TagVersions(store, {
@@ -67,31 +66,9 @@ describe('TagVersions (memory)', () => {
 
 for (const driver of ['redis', 'ioredis'] as const) {
   describe(`tag versions over ${driver}`, () => {
-    let inspector: NodeRedis;
-    const closers: (() => Promise<unknown>)[] = [];
-    const caches: Cache[] = [];
-
-    async function store(): Promise<Store> {
-      if (driver === 'redis') {
-        const client = await nodeRedis();
-        closers.push(() => client.close());
-        return redisStore({ client });
-      }
-      const client = await ioredis();
-      closers.push(() => client.quit());
-      return ioredisStore({ client });
-    }
-
-    beforeAll(async () => {
-      inspector = await nodeRedis();
-    });
-    afterEach(async () => {
-      await Promise.all(caches.splice(0).map((c) => c.close()));
-      await Promise.all(closers.splice(0).map((close) => close().catch(() => undefined)));
-    });
-    afterAll(async () => {
-      await inspector.close();
-    });
+    const fixture = driverFixture(driver);
+    const { caches } = fixture;
+    const store = () => fixture.store();
 
     it('the store orders versions: created from its clock, advanced by one per bump, TTL set on writes', async () => {
       const s = await store();
@@ -108,11 +85,11 @@ for (const driver of ['redis', 'ioredis'] as const) {
         { version: `${epoch}.1`, changed: true },
         { version: `${epoch}.2`, changed: true },
       ]);
-      const pttl = await inspector.pTTL(key);
+      const pttl = await fixture.inspector.pTTL(key);
       expect(pttl).toBeGreaterThan(50_000);
       // A value from an earlier Larder (a random token) still reads as the version; a bump
       // replaces it with a newer one.
-      await inspector.set(key, 'k3J9_a');
+      await fixture.inspector.set(key, 'k3J9_a');
       expect(await s.versions([request(false)])).toEqual([{ version: 'k3J9_a', changed: false }]);
       const [replaced] = await s.versions([request(true)]);
       expect(replaced!.changed).toBe(true);

@@ -64,14 +64,15 @@ import { Renewals, type Lease } from './renewals.js';
 import { Flights, type Flight } from './single-flight.js';
 import { Counters, Latency, type CacheStats, type CounterName } from './stats.js';
 import { TagVersions } from './tags.js';
-import { validate } from './validate.js';
+import { validate, type SchemaResult } from './validate.js';
 
 const HIT_CHANNEL = eventChannel('hit');
 
 /** Loads many keys at once: a `Map` by key, or an array in the order of `keys`. Missing keys are "not found". */
 export type BatchLoader<T> = (
   keys: string[],
-  context: { readonly signal: AbortSignal },
+  /** `background`: a refresh of entries callers were already served (stale or refreshed early). */
+  context: { readonly signal: AbortSignal; readonly background: boolean },
 ) => Promise<ReadonlyMap<string, T> | readonly (T | undefined)[]> | ReadonlyMap<string, T> | readonly (T | undefined)[];
 
 /** One entry of `setMany`. */
@@ -1120,14 +1121,23 @@ export class Cache {
     now: number,
   ): void {
     const core = this.#core;
-    if (!this.#refreshDue(entry, opts.earlyRefresh, now) || core.flights.get(key) !== undefined) return;
-    if (core.refreshBackoff.blocks(key, now)) return;
+    if (!this.#startsEarlyRefresh(key, entry, opts, now)) return;
     let refreshing: Promise<void> = DONE;
     const flight = core.flights.start<T>(key, (started) => {
       refreshing = this.#refresh(this.#job(started, userKey, loader, { schema, tags }, opts, codec), entry, 'early');
       return Promise.resolve(entry.value as T);
     });
     this.#hold(flight, { value: entry.value, done: refreshing, until: entry.freshUntil });
+  }
+
+  /** Whether a read at `now` starts an early refresh: one is due, none runs, none is backed off. */
+  #startsEarlyRefresh(key: string, entry: Entry, opts: ResolvedEntryOptions, now: number): boolean {
+    const core = this.#core;
+    return (
+      this.#refreshDue(entry, opts.earlyRefresh, now) &&
+      core.flights.get(key) === undefined &&
+      !core.refreshBackoff.blocks(key, now)
+    );
   }
 
   /** Whether a read at `now` should refresh `entry` early (refresh-ahead threshold or XFetch). */
@@ -1148,9 +1158,7 @@ export class Cache {
 
   /** Refreshes `entry` in the background, once across processes. Never rejects. */
   async #refresh<T>(job: Job<T>, entry: Entry, reason: 'early' | 'stale'): Promise<void> {
-    const core = this.#core;
-    this.#bump(reason === 'early' ? 'earlyRefreshes' : 'staleRefreshes');
-    if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason });
+    this.#refreshStarted(job.key, reason);
     const lock = await this.#refreshLock(job);
     if (lock === 'held') return;
     try {
@@ -1158,13 +1166,24 @@ export class Cache {
       const loaded = await this.#load(job, { expect: casPrefix(entry.kind, entry.id), lease: undefined, stale: entry }, true);
       await loaded.written;
     } catch {
-      // Reported by #load. Readers keep the entry; the key is not refreshed again for
-      // `failSafeBackoff`, here (and, for a stale entry, everywhere: see #backOff).
-      core.refreshBackoff.hold(job.key, core.clock.now() + job.opts.failSafeBackoff);
-      if (reason === 'stale') this.#backOff(job, entry);
+      this.#refreshFailed(job, entry, reason);
     } finally {
       await this.#unlock(lock);
     }
+  }
+
+  /**
+   * A refresh failed (reported by the load): readers keep the entry, and the key is not refreshed
+   * again for `failSafeBackoff`, here (and, for a stale entry, everywhere: see #backOff).
+   */
+  #refreshFailed<T>(job: Job<T>, entry: Entry, reason: 'early' | 'stale'): void {
+    this.#core.refreshBackoff.hold(job.key, this.#core.clock.now() + job.opts.failSafeBackoff);
+    if (reason === 'stale') this.#backOff(job, entry);
+  }
+
+  #refreshStarted(key: string, reason: 'early' | 'stale'): void {
+    this.#bump(reason === 'early' ? 'earlyRefreshes' : 'staleRefreshes');
+    if (this.#core.wants('refresh')) this.#core.emit('refresh', { key, reason });
   }
 
   /**
@@ -1630,13 +1649,15 @@ export class Cache {
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
-    if (options?.tags !== undefined) core.tags.check(options.tags);
     // Checked before any flight starts: a bad option fails this call alone, at once.
+    const checkedTags = options?.tags === undefined ? undefined : core.tags.check(options.tags);
+    const tags = checkedTags?.length === 0 ? undefined : checkedTags;
     const opts = resolveEntryOptions(core.defaults, options);
     const codec = core.codec(options?.serializer);
     const signal = options?.signal;
     const promises = new Map<string, Promise<T>>();
     const members: Member<T>[] = [];
+    const early: BatchRefresh<T>[] = [];
     const plain = options?.schema === undefined && options?.serializer === undefined && options?.forceFresh !== true;
     const now = core.clock.now();
     fullKeys.forEach((fullKey, i) => {
@@ -1646,6 +1667,9 @@ export class Cache {
       if (cached !== undefined) {
         this.#hit(fullKey, cached, false, 'l1');
         promises.set(fullKey, Promise.resolve(core.coherence.out(cached) as T));
+        if (this.#startsEarlyRefresh(fullKey, cached, opts, now)) {
+          early.push(this.#earlyRefresh(fullKey, key, cached, loader, opts, codec, undefined, tags));
+        }
         return;
       }
       const running = core.flights.get<T>(fullKey);
@@ -1658,7 +1682,8 @@ export class Cache {
       members.push(member);
       promises.set(fullKey, member.flight.join(signal));
     });
-    if (members.length > 0) void this.#resolveBatch(members, loader, options, opts, codec);
+    if (early.length > 0) this.#startRefreshBatch(early, loader);
+    if (members.length > 0) void this.#resolveBatch(members, loader, options, opts, codec, tags);
     return Promise.all(fullKeys.map((key) => promises.get(key)!));
   }
 
@@ -1669,32 +1694,13 @@ export class Cache {
     options: GetOrSetManyOptions<T> | undefined,
     opts: ResolvedEntryOptions,
     codec: EntryCodec,
+    tags: readonly string[] | undefined,
   ): Promise<void> {
     const core = this.#core;
     const schema = options?.schema;
-    // Each member behaves like a getOrSet job whose loader asks the batch loader for its key alone;
-    // that path serves the rare cases (waiting on another process, background refresh).
-    const tags = options?.tags === undefined || options.tags.length === 0 ? undefined : core.tags.check(options.tags);
-    const single =
-      (member: Member<T>): Loader<T> =>
-      async ({ signal }) =>
-        pick(await loader([member.userKey], { signal }), member.userKey, 0);
-    const jobs = new Map(
-      members.map((m) => [
-        m,
-        {
-          flight: m.flight,
-          key: m.key,
-          userKey: m.userKey,
-          loader: single(m),
-          opts,
-          codec,
-          schema,
-          tags,
-          announce: false,
-        } satisfies Job<T>,
-      ]),
-    );
+    // Each member can run as a getOrSet job; that path serves the rare cases (a soft timeout to
+    // race, another process's load to wait for).
+    const jobs = new Map(members.map((m) => [m, batchJob(m.flight, m.userKey, loader, opts, codec, schema, tags)]));
     // L1 holds values decoded by the default serializer and never checked by a caller's schema.
     const plainRead = schema === undefined && codec === core.defaultCodec;
     const since = core.coherence.seq;
@@ -1715,6 +1721,8 @@ export class Cache {
       const toLease: Member<T>[] = [];
       const unleased: Member<T>[] = [];
       const cleanup: Promise<unknown>[] = [];
+      // Entries served now and refreshed in the background, all in one batch loader call.
+      const refreshes: BatchRefresh<T>[] = [];
       members.forEach((member, i) => {
         const read = reads[i]!;
         const job = jobs.get(member)!;
@@ -1731,21 +1739,20 @@ export class Cache {
             if (plainRead) core.coherence.fill(member.key, read.entry, core.clock.now(), since);
             member.settle({ value: read.entry.value as T, done: DONE });
             // The member's flight is released: an early refresh may take the key now.
-            this.#maybeRefreshEarly(
-              member.key,
-              member.userKey,
-              job.loader,
-              schema,
-              options?.tags,
-              opts,
-              codec,
-              read.entry,
-              core.clock.now(),
-            );
+            if (this.#startsEarlyRefresh(member.key, read.entry, opts, core.clock.now())) {
+              refreshes.push(this.#earlyRefresh(member.key, member.userKey, read.entry, loader, opts, codec, schema, tags));
+            }
             return;
           case 'stale':
           case 'pending':
-            // Rare paths: handled one key at a time, like getOrSet.
+            if (read.state === 'stale' && opts.timeout === 0) {
+              // Served at once; refreshed with the batch's other stale keys (see below).
+              this.#hit(member.key, read.entry, true);
+              refreshes.push({ job, entry: read.entry, reason: 'stale', member });
+              return;
+            }
+            // Rare paths (a soft timeout to race, another process's load to wait for): one key
+            // at a time, like getOrSet.
             this.#obtain(job, read).then(
               (outcome) => member.settle(outcome),
               (error: unknown) => member.fail(error),
@@ -1779,6 +1786,7 @@ export class Cache {
         this.#miss(member.key);
         toLease.push(member);
       });
+      if (refreshes.length > 0) this.#startRefreshBatch(refreshes, loader);
       await Promise.all(cleanup);
       // One round trip for every lease.
       const leased: Member<T>[] = [...unleased];
@@ -1836,14 +1844,6 @@ export class Cache {
   ): Promise<void> {
     const core = this.#core;
     const controller = new AbortController();
-    // Tag versions before loading (see #load); unreadable: values are returned, not cached.
-    let stamps: TagStamp[] | null | undefined;
-    if (tags !== undefined) {
-      stamps = await core.tags.current(tags).catch((error: unknown) => {
-        core.storeError('tags', undefined, error);
-        return null;
-      });
-    }
     // The batch is abandoned only when every key's callers have gone.
     let remaining = members.length;
     for (const m of members) {
@@ -1856,6 +1856,208 @@ export class Cache {
       );
     }
     const renewals = members.flatMap((m) => (m.lease === undefined ? [] : [core.renewals.hold(m.lease, leaseTtl(opts))]));
+    let batch: LoadedBatch<T>;
+    try {
+      const keys = members.map((m) => ({ key: m.key, userKey: m.userKey, stale: undefined }));
+      batch = await this.#callBatch(keys, loader, opts, tags, controller, false);
+    } catch (error) {
+      for (const m of members) {
+        if (m.lease !== undefined) void this.#releaseLease(m.lease);
+        m.fail(error);
+      }
+      return;
+    } finally {
+      for (const release of renewals) release();
+    }
+    const now = core.clock.now();
+    const writes: BatchWrite<T>[] = [];
+    const unconditional: (StoreWrite & { member: Member<T> })[] = [];
+    await Promise.all(
+      members.map(async (member, i) => {
+        const checked = await checkLoaded(batch, member.key, member.userKey, i, schema);
+        if (!checked.ok) {
+          if (member.lease !== undefined) void this.#releaseLease(member.lease);
+          member.fail(checked.error);
+          return;
+        }
+        const value = checked.value;
+        member.value = value;
+        const made = this.#batchEntry(member.key, member.flight, value, batch, now, opts, codec);
+        if (made === undefined) {
+          if (member.lease !== undefined) void this.#releaseLease(member.lease);
+          member.settle({ value, done: DONE });
+          return;
+        }
+        const { write, entry } = made;
+        const expect = member.lease?.prefix ?? member.expect;
+        if (expect === undefined) {
+          unconditional.push({ ...write, member });
+          return;
+        }
+        const notify = member.lease === undefined ? undefined : { channel: core.coordination.channel, message: member.key };
+        writes.push({ write: { ...write, expect, notify }, entry, member });
+      }),
+    );
+    if (unconditional.length > 0)
+      void core.store.setMany(unconditional.map(({ member: _member, ...write }) => write)).catch((error: unknown) => {
+        this.#bump('writeErrors');
+        core.storeError('setMany', undefined, error);
+      });
+    // One round trip for every write; callers get their values as soon as it is sent.
+    if (writes.length > 0)
+      void this.#setIfAll(writes).then((sent) =>
+        sent
+          ? undefined
+          : Promise.all(writes.map((w) => (w.member?.lease === undefined ? DONE : this.#releaseLease(w.member.lease)))),
+      );
+    for (const w of unconditional) w.member.settle({ value: w.member.value as T, done: DONE });
+    for (const w of writes) w.member?.settle({ value: w.member.value as T, done: DONE });
+  }
+
+  /** An early refresh of a batch's key served from `entry`: the key's flight while it runs. */
+  #earlyRefresh<T>(
+    key: string,
+    userKey: string,
+    entry: Entry,
+    loader: BatchLoader<T>,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+    schema: StandardSchemaV1<unknown, T> | undefined,
+    tags: readonly string[] | undefined,
+  ): BatchRefresh<T> {
+    const flight = this.#core.flights.start<T>(key, () => Promise.resolve(entry.value as T));
+    return { job: batchJob(flight, userKey, loader, opts, codec, schema, tags), entry, reason: 'early' };
+  }
+
+  /**
+   * Starts the refresh of a batch's served entries. Each key's flight is held while it runs, so
+   * callers arriving meanwhile share the value served instead of starting the same refresh.
+   */
+  #startRefreshBatch<T>(refreshes: readonly BatchRefresh<T>[], loader: BatchLoader<T>): void {
+    const done = this.#refreshBatch(refreshes, loader);
+    for (const { job, entry, reason, member } of refreshes) {
+      const outcome = { value: entry.value as T, done, until: reason === 'stale' ? entry.staleUntil : entry.freshUntil };
+      if (member === undefined) this.#hold(job.flight, outcome);
+      else member.settle(outcome);
+    }
+  }
+
+  /**
+   * Refreshes entries callers were already served (stale, or due early) with one batch loader
+   * call, as #refresh does for one key: one round trip takes the refresh locks, one skips the
+   * entries another instance refreshed meanwhile, one writes (each a compare-and-set on the
+   * entry served). Never rejects.
+   */
+  async #refreshBatch<T>(refreshes: readonly BatchRefresh<T>[], loader: BatchLoader<T>): Promise<void> {
+    const core = this.#core;
+    const { opts, codec, schema, tags } = refreshes[0]!.job;
+    for (const r of refreshes) this.#refreshStarted(r.job.key, r.reason);
+    let todo = refreshes;
+    let locks: Lease[] = [];
+    try {
+      if (opts.lock !== false && core.store.shared) {
+        const ttl = opts.lock.ttl;
+        const wanted = todo.map((r) => this.#newLease(refreshLockKey(r.job.key)));
+        let replies: (Wire | undefined)[] | undefined;
+        try {
+          replies = await core.store.lease(
+            wanted.map((lease) => ({ key: lease.key, value: lease.wire, ttl })),
+            false,
+          );
+        } catch (error) {
+          // Refresh anyway, unlocked (as #refreshLock does).
+          core.storeError('lock', undefined, error);
+        }
+        if (replies !== undefined) {
+          // A key whose lock is held is being refreshed by its holder.
+          locks = wanted.filter((_, i) => replies[i] === undefined);
+          todo = await this.#notRefreshedElsewhere(todo.filter((_, i) => replies[i] === undefined));
+        }
+      }
+      if (todo.length === 0) return;
+      let batch: LoadedBatch<T>;
+      try {
+        const keys = todo.map((r) => ({ key: r.job.key, userKey: r.job.userKey, stale: r.entry }));
+        // No caller waits on a refresh: only its hard timeout aborts it.
+        batch = await this.#callBatch(keys, loader, opts, tags, new AbortController(), true);
+      } catch {
+        for (const r of todo) this.#refreshFailed(r.job, r.entry, r.reason);
+        return;
+      }
+      const now = core.clock.now();
+      const writes: BatchWrite<T>[] = [];
+      await Promise.all(
+        todo.map(async (r, i) => {
+          const checked = await checkLoaded(batch, r.job.key, r.job.userKey, i, schema);
+          if (!checked.ok) {
+            this.#refreshFailed(r.job, r.entry, r.reason);
+            return;
+          }
+          const made = this.#batchEntry(r.job.key, r.job.flight, checked.value, batch, now, opts, codec);
+          if (made !== undefined) {
+            writes.push({ write: { ...made.write, expect: casPrefix(r.entry.kind, r.entry.id) }, entry: made.entry });
+          }
+        }),
+      );
+      if (writes.length > 0) await this.#setIfAll(writes);
+    } finally {
+      await Promise.all(locks.map((lock) => this.#unlock(lock)));
+    }
+  }
+
+  /**
+   * The refreshes whose entry is still the one in the store: another instance may have refreshed
+   * it between our read and our lock (see #refreshedElsewhere). One read for all of them; the
+   * newer entries replace ours in L1. If the read fails, all are refreshed.
+   */
+  async #notRefreshedElsewhere<T>(refreshes: readonly BatchRefresh<T>[]): Promise<readonly BatchRefresh<T>[]> {
+    const core = this.#core;
+    if (refreshes.length === 0) return refreshes;
+    const { codec, schema } = refreshes[0]!.job;
+    const since = core.coherence.seq;
+    let wires: (Wire | undefined)[];
+    try {
+      wires = await core.store.getMany(
+        refreshes.map((r) => r.job.key),
+        codec.binary,
+      );
+    } catch (error) {
+      core.storeError('getMany', undefined, error);
+      return refreshes;
+    }
+    const reads = await Promise.all(
+      wires.map(async (wire, i) => (wire === undefined ? ABSENT : this.#classify(refreshes[i]!.job.key, wire, codec, schema))),
+    );
+    const now = core.clock.now();
+    return refreshes.filter((r, i) => {
+      const read = reads[i]!;
+      if (read.state !== 'fresh' || read.entry.id === r.entry.id) return true;
+      core.coherence.fill(r.job.key, read.entry, now, since);
+      return false;
+    });
+  }
+
+  /**
+   * Reads the tag versions the entries will carry, then calls the batch loader for `keys` (hard
+   * timeout, trace, metrics, events). Rejects with the loader's error, reported.
+   */
+  async #callBatch<T>(
+    keys: readonly { readonly key: string; readonly userKey: string; readonly stale: Entry | undefined }[],
+    loader: BatchLoader<T>,
+    opts: ResolvedEntryOptions,
+    tags: readonly string[] | undefined,
+    controller: AbortController,
+    background: boolean,
+  ): Promise<LoadedBatch<T>> {
+    const core = this.#core;
+    // Tag versions before loading (see #load); unreadable: values are returned, not cached.
+    let stamps: TagStamp[] | null | undefined;
+    if (tags !== undefined) {
+      stamps = await core.tags.current(tags).catch((error: unknown) => {
+        core.storeError('tags', undefined, error);
+        return null;
+      });
+    }
     const started = core.clock.now();
     this.#bump('loads');
     const t0 = performance.now();
@@ -1864,17 +2066,12 @@ export class Cache {
       const run = () =>
         Promise.resolve(
           loader(
-            members.map((m) => m.userKey),
-            { signal: controller.signal },
+            keys.map((k) => k.userKey),
+            { signal: controller.signal, background },
           ),
         );
       const call = loadTrace.hasSubscribers
-        ? loadTrace.tracePromise(run, {
-            key: members[0]!.key,
-            keys: members.map((m) => m.key),
-            cache: core.name,
-            background: false,
-          })
+        ? loadTrace.tracePromise(run, { key: keys[0]!.key, keys: keys.map((k) => k.key), cache: core.name, background })
         : run();
       loaded = await (opts.hardTimeout === Infinity ? call : withHardTimeout(call, opts.hardTimeout, controller));
       if (!(loaded instanceof Map) && !Array.isArray(loaded)) {
@@ -1884,90 +2081,71 @@ export class Cache {
       this.#bump('loadErrors');
       if (error instanceof LoaderTimeoutError) this.#bump('loadTimeouts');
       if (core.wants('load-error')) {
-        for (const m of members) {
-          core.emit('load-error', {
-            key: m.key,
-            durationMs: core.clock.now() - started,
-            background: false,
-            error,
-            failSafe: false,
-          });
+        const now = core.clock.now();
+        for (const { key, stale } of keys) {
+          const failSafe = stale !== undefined && now < stale.staleUntil;
+          core.emit('load-error', { key, durationMs: now - started, background, error, failSafe });
         }
       }
-      for (const m of members) {
-        if (m.lease !== undefined) void this.#releaseLease(m.lease);
-        m.fail(error);
-      }
-      return;
+      throw error;
     } finally {
-      for (const release of renewals) release();
       if (core.metrics) this.#latency.load.record(performance.now() - t0);
     }
     const loadMs = core.clock.now() - started;
     if (core.wants('load')) {
-      for (const m of members) core.emit('load', { key: m.key, durationMs: loadMs, background: false });
+      for (const { key } of keys) core.emit('load', { key, durationMs: loadMs, background });
     }
-    const now = core.clock.now();
-    const writes: (ConditionalWrite & { member: Member<T> })[] = [];
-    const unconditional: (StoreWrite & { member: Member<T> })[] = [];
-    await Promise.all(
-      members.map(async (member, i) => {
-        let value = pick(loaded, member.userKey, i);
-        if (schema !== undefined && value !== undefined) {
-          const checked = await validate(schema, value, member.key);
-          if (!checked.ok) {
-            if (member.lease !== undefined) void this.#releaseLease(member.lease);
-            member.fail(checked.error);
-            return;
-          }
-          value = checked.value;
-        }
-        member.value = value;
-        const made =
-          member.flight.invalidated || stamps === null
-            ? undefined
-            : this.#entryWrite(member.key, value, value === undefined ? 'n' : 'v', loadMs, now, opts, codec, 'report', stamps);
-        if (member.flight.invalidated) this.#skipped(member.key);
-        if (made === undefined) {
-          if (member.lease !== undefined) void this.#releaseLease(member.lease);
-          member.settle({ value, done: DONE });
-          return;
-        }
-        const { write, entry } = made;
-        core.coherence.fill(member.key, entry, now, core.coherence.seq);
-        const expect = member.lease?.prefix ?? member.expect;
-        if (expect === undefined) {
-          unconditional.push({ ...write, member });
-          return;
-        }
-        writes.push({
-          ...write,
-          expect,
-          notify: member.lease === undefined ? undefined : { channel: core.coordination.channel, message: member.key },
-          member,
+    return { loaded, stamps, loadMs };
+  }
+
+  /**
+   * The entry to write for a value a batch loaded, put in this instance's L1 at once; `undefined`
+   * when nothing is to be written (the key was invalidated during the load, its tag versions
+   * could not be read, or it is not to be stored).
+   */
+  #batchEntry<T>(
+    key: string,
+    flight: Flight<T>,
+    value: T,
+    batch: LoadedBatch<T>,
+    now: number,
+    opts: ResolvedEntryOptions,
+    codec: EntryCodec,
+  ): { write: StoreWrite; entry: Entry } | undefined {
+    const core = this.#core;
+    if (flight.invalidated) {
+      this.#skipped(key);
+      return undefined;
+    }
+    if (batch.stamps === null) return undefined;
+    const kind: EntryKind = value === undefined ? 'n' : 'v';
+    const made = this.#entryWrite(key, value, kind, batch.loadMs, now, opts, codec, 'report', batch.stamps);
+    if (made !== undefined) core.coherence.fill(key, made.entry, now, core.coherence.seq);
+    return made;
+  }
+
+  /**
+   * Sends compare-and-set writes in one round trip; a write that loses takes its L1 copy back
+   * (someone else's write or delete won). Resolves `false` when the store failed (reported).
+   */
+  #setIfAll<T>(writes: readonly BatchWrite<T>[]): Promise<boolean> {
+    const core = this.#core;
+    return core.store.setIf(writes.map((w) => w.write)).then(
+      (results) => {
+        results.forEach((written, i) => {
+          if (written) return;
+          const { write, entry } = writes[i]!;
+          core.coherence.unfill(write.key, entry);
+          this.#skipped(write.key);
         });
-      }),
+        return true;
+      },
+      (error: unknown) => {
+        this.#bump('writeErrors');
+        core.storeError('setMany', undefined, error);
+        return false;
+      },
     );
-    const failed = (error: unknown) => {
-      this.#bump('writeErrors');
-      core.storeError('setMany', undefined, error);
-    };
-    if (unconditional.length > 0)
-      void core.store.setMany(unconditional.map(({ member: _member, ...write }) => write)).catch(failed);
-    // One round trip for every write; callers get their values as soon as it is sent.
-    if (writes.length > 0)
-      void core.store.setIf(writes.map(({ member: _member, ...write }) => write)).then(
-        (results) =>
-          results.forEach((ok, i) => {
-            if (!ok) this.#skipped(writes[i]!.key);
-          }),
-        (error: unknown) => {
-          failed(error);
-          return Promise.all(writes.map((w) => (w.member.lease === undefined ? DONE : this.#releaseLease(w.member.lease))));
-        },
-      );
-    for (const w of unconditional) w.member.settle({ value: w.member.value as T, done: DONE });
-    for (const w of writes) w.member.settle({ value: w.member.value as T, done: DONE });
   }
 
   // --- lifecycle -------------------------------------------------------------------------------
@@ -1997,6 +2175,57 @@ export class Cache {
       await core.store.close();
     }
   }
+}
+
+/** What a batch loader returned, with what its entries need. */
+interface LoadedBatch<T> {
+  readonly loaded: ReadonlyMap<string, T> | readonly (T | undefined)[];
+  /** Tag versions read before the load; `null`: unreadable, so nothing is cached. */
+  readonly stamps: TagStamp[] | null | undefined;
+  readonly loadMs: number;
+}
+
+/** A compare-and-set write of a batch, with the L1 entry it made and the member it answers. */
+interface BatchWrite<T> {
+  readonly write: ConditionalWrite;
+  readonly entry: Entry;
+  readonly member?: Member<T>;
+}
+
+/** A key of a `getOrSetMany` batch served from its entry and refreshed in the background. */
+interface BatchRefresh<T> {
+  readonly job: Job<T>;
+  readonly entry: Entry;
+  readonly reason: 'early' | 'stale';
+  /** The caller's member, for a stale entry: settled with the refresh running. */
+  readonly member?: Member<T>;
+}
+
+/** A `getOrSetMany` key as a getOrSet job, whose loader asks the batch loader for that key alone. */
+function batchJob<T>(
+  flight: Flight<T>,
+  userKey: string,
+  loader: BatchLoader<T>,
+  opts: ResolvedEntryOptions,
+  codec: EntryCodec,
+  schema: StandardSchemaV1<unknown, T> | undefined,
+  tags: readonly string[] | undefined,
+): Job<T> {
+  const single: Loader<T> = async ({ signal, background }) => pick(await loader([userKey], { signal, background }), userKey, 0);
+  return { flight, key: flight.key, userKey, loader: single, opts, codec, schema, tags, announce: false };
+}
+
+/** The value a batch loaded for one key, checked by the schema when there is one. */
+async function checkLoaded<T>(
+  batch: LoadedBatch<T>,
+  key: string,
+  userKey: string,
+  index: number,
+  schema: StandardSchemaV1<unknown, T> | undefined,
+): Promise<SchemaResult<T>> {
+  const value = pick(batch.loaded, userKey, index);
+  if (schema === undefined || value === undefined) return { ok: true, value };
+  return validate(schema, value, key);
 }
 
 /** One key of a `getOrSetMany` batch: its flight, and a deferred outcome. */

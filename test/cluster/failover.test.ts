@@ -11,6 +11,7 @@ import { slotOf } from '../../src/stores/slot.js';
 import { startCluster, until, type LocalCluster } from '../helpers/cluster.js';
 import { uniqueNamespace } from '../helpers/redis.js';
 import { closeClients, clusterStore, DRIVERS, type Driver } from './clients.js';
+import { startRequestLoops } from '../helpers/request-loops.js';
 
 let cluster: LocalCluster;
 beforeAll(async () => {
@@ -93,30 +94,7 @@ describe('failover', () => {
       }
     }
 
-    // Requests flow from 8 loops per driver until told to stop.
-    const state = { stop: false };
-    const loops = flows.flatMap((flow) =>
-      Array.from({ length: 8 }, async (_loop, worker) => {
-        for (let i = 0; !state.stop; i++) {
-          const batch = (worker + i) % 5 === 0;
-          flow.requests++;
-          try {
-            if (batch) {
-              const some = Array.from({ length: 10 }, (_, j) => keys[(worker * 31 + i * 7 + j * 13) % keys.length]!);
-              const values = await flow.cache.getOrSetMany(some, (missing) => missing.map(valueOf));
-              if (values.some((v, j) => v !== valueOf(some[j]!))) flow.wrong++;
-            } else {
-              const key = keys[(worker * 17 + i * 11) % keys.length]!;
-              if ((await flow.cache.getOrSet(key, () => valueOf(key))) !== valueOf(key)) flow.wrong++;
-            }
-          } catch (error) {
-            flow.failures.push(error);
-          }
-          // Yield a little so the loops do not starve the process (2 cores shared with the cluster).
-          await new Promise((resolve) => setTimeout(resolve, 2));
-        }
-      }),
-    );
+    const loops = startRequestLoops(flows, keys, valueOf);
 
     await until(async () => flows.every((f) => f.requests > 200), 10_000, 'requests to flow');
     const killedAt = Date.now();
@@ -148,8 +126,7 @@ describe('failover', () => {
     );
     const before = flows.map((f) => f.requests);
     await until(async () => flows.every((f, i) => f.requests > before[i]! + 100), 10_000, 'requests after recovery');
-    state.stop = true;
-    await Promise.all(loops);
+    await loops.stop();
 
     // Pub/sub came back on both kinds (the subscriptions followed the topology by themselves).
     for (const flow of flows) {

@@ -15,6 +15,7 @@ import type { RedisStore } from '../../src/stores/redis-store.js';
 import { startSentinel, until, type LocalSentinel } from '../helpers/cluster.js';
 import { uniqueNamespace } from '../helpers/redis.js';
 import { DRIVERS, type Driver } from './clients.js';
+import { startRequestLoops } from '../helpers/request-loops.js';
 
 let group: LocalSentinel;
 const closers: (() => Promise<unknown>)[] = [];
@@ -78,27 +79,7 @@ describe('Sentinel', () => {
       await flow.store.subscribe('sentinel-test', { message: (m) => got.push(m) }, { mode: 'auto' });
     }
 
-    const state = { stop: false };
-    const loops = flows.flatMap((flow) =>
-      Array.from({ length: 6 }, async (_loop, worker) => {
-        for (let i = 0; !state.stop; i++) {
-          flow.requests++;
-          try {
-            if (i % 4 === 0) {
-              const some = Array.from({ length: 8 }, (_, j) => keys[(worker * 13 + i * 7 + j * 23) % keys.length]!);
-              const values = await flow.cache.getOrSetMany(some, (missing) => missing.map(valueOf));
-              if (values.some((v, j) => v !== valueOf(some[j]!))) flow.wrong++;
-            } else {
-              const key = keys[(worker * 31 + i * 17) % keys.length]!;
-              if ((await flow.cache.getOrSet(key, () => valueOf(key))) !== valueOf(key)) flow.wrong++;
-            }
-          } catch (error) {
-            flow.failures.push(error);
-          }
-          await new Promise((resolve) => setTimeout(resolve, 2));
-        }
-      }),
-    );
+    const loops = startRequestLoops(flows, keys, valueOf, { perTarget: 6, batchEvery: 4, batchSize: 8 });
 
     await until(async () => flows.every((f) => f.requests > 200), 10_000, 'requests to flow');
     const killedAt = Date.now();
@@ -129,8 +110,7 @@ describe('Sentinel', () => {
     expect(owner).not.toBeNull();
     const before = flows.map((f) => f.requests);
     await until(async () => flows.every((f, i) => f.requests > before[i]! + 100), 10_000, 'requests after recovery');
-    state.stop = true;
-    await Promise.all(loops);
+    await loops.stop();
 
     for (const flow of flows) {
       // Pub/sub followed the new master too.

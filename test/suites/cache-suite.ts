@@ -145,6 +145,35 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(new Set(ttls.map((t) => Math.round(t! / 50))).size).toBeGreaterThan(5);
       });
 
+      it('sets the TTL on keys written by getOrSetMany and by its background refresh, within bounds', async () => {
+        const cache = await make({ ttl: 300, grace: 10_000, jitter: 0.1, earlyRefresh: false });
+        const keys = Array.from({ length: 20 }, (_, i) => `b${i}`);
+        // Writes land after the callers are answered: read the TTLs once none is in flight (a
+        // client pool sends them on another connection than the one the inspector's read follows).
+        const ttlsOf = async () => {
+          await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+          return Promise.all(keys.map((k) => h.raw.ttl(`${cache.prefix}${k}`)));
+        };
+        await sleep(2);
+        let started = Date.now();
+        await cache.getOrSetMany(keys, (missing) => missing.map((k) => `v1 ${k}`));
+        let ttls = await ttlsOf();
+        for (const ttl of ttls) {
+          expect(ttl).toBeGreaterThan(10_000 + 300 * 0.9 - (Date.now() - started) - 5);
+          expect(ttl).toBeLessThanOrEqual(10_300);
+        }
+        // Stale now: served at once, and rewritten by the refresh with a whole new TTL.
+        await sleep(350);
+        started = Date.now();
+        await cache.getOrSetMany(keys, (missing) => missing.map((k) => `v2 ${k}`));
+        await eventually(async () => (await cache.get('b19')) === 'v2 b19');
+        ttls = await ttlsOf();
+        for (const ttl of ttls) {
+          expect(ttl).toBeGreaterThan(10_000 + 300 * 0.9 - (Date.now() - started) - 5);
+          expect(ttl).toBeLessThanOrEqual(10_300);
+        }
+      });
+
       it('1,000 reads of a missing id cause one loader call per negative TTL', async () => {
         const clock = new ManualClock();
         const cache = await make({ clock, ttl: 60_000, negativeTtl: 1_000, jitter: 0 });
@@ -657,6 +686,113 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         ]);
         expect(await cache.get('f1')).toBe('new f1');
       });
+
+      it('serves stale keys at once and refreshes them together, in one background call', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, grace: 10_000, jitter: 0, clock, earlyRefresh: false });
+        await cache.getOrSetMany(['s1', 's2', 's3'], (keys) => keys.map((k) => `old ${k}`));
+        clock.advance(1_500);
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const loader = vi.fn(async (keys: string[], { background }: { background: boolean }) => {
+          if (background) await gate;
+          return keys.map((k) => `new ${k}`);
+        });
+        expect(await cache.getOrSetMany(['s1', 's2', 's3', 's4'], loader)).toEqual(['old s1', 'old s2', 'old s3', 'new s4']);
+        await vi.waitFor(() => expect(loader).toHaveBeenCalledTimes(2));
+        const calls = loader.mock.calls.map(([keys, context]) => [[...keys].sort(), context.background]);
+        expect(calls).toContainEqual([['s1', 's2', 's3'], true]);
+        expect(calls).toContainEqual([['s4'], false]);
+        // Callers arriving while the refresh runs share the stale values; nothing else loads.
+        expect(await cache.getOrSet('s2', () => 'single')).toBe('old s2');
+        expect(await cache.getOrSetMany(['s1', 's3'], loader)).toEqual(['old s1', 'old s3']);
+        release();
+        await eventually(async () => (await cache.get('s3')) === 'new s3');
+        expect(await cache.getMany(['s1', 's2', 's3'])).toEqual(['new s1', 'new s2', 'new s3']);
+        expect(loader).toHaveBeenCalledTimes(2);
+        expect(cache.stats().refreshes).toBe(3);
+        expect(cache.stats().staleHits).toBeGreaterThanOrEqual(3);
+      });
+
+      it('a failing batch refresh keeps serving the stale values and backs off', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, grace: 10_000, jitter: 0, clock, earlyRefresh: false, failSafeBackoff: 2_000 });
+        await cache.getOrSetMany(['f1', 'f2'], (keys) => keys.map((k) => `good ${k}`));
+        clock.advance(1_500);
+        const errors = vi.fn();
+        cache.on('load-error', errors);
+        const failing = vi.fn(async (): Promise<string[]> => {
+          throw new Error('db down');
+        });
+        expect(await cache.getOrSetMany(['f1', 'f2'], failing)).toEqual(['good f1', 'good f2']);
+        await vi.waitFor(() => expect(errors).toHaveBeenCalledTimes(2));
+        expect(errors).toHaveBeenCalledWith(
+          expect.objectContaining({ key: `${cache.prefix}f1`, background: true, failSafe: true }),
+        );
+        // Backed off everywhere: the entries were kept fresh for failSafeBackoff.
+        await eventually(
+          async () =>
+            (await cache.getOrSetMany(['f1', 'f2'], failing)).join() === 'good f1,good f2' && failing.mock.calls.length === 1,
+        );
+        clock.advance(2_100);
+        expect(await cache.getOrSetMany(['f1', 'f2'], failing)).toEqual(['good f1', 'good f2']);
+        await vi.waitFor(() => expect(failing).toHaveBeenCalledTimes(2));
+        // Past grace, callers get the error.
+        clock.advance(20_000);
+        await expect(cache.getOrSetMany(['f1', 'f2'], failing)).rejects.toThrow('db down');
+      });
+
+      it('refreshes keys due early together, in the background, whether read from L2 or L1', async () => {
+        const clock = new ManualClock();
+        const cache = await make({ ttl: 1_000, jitter: 0, clock, earlyRefresh: { ahead: 0.5, beta: 0 } });
+        let version = 0;
+        const loader = vi.fn(async (keys: string[], _context: { background: boolean }) => {
+          version++;
+          return keys.map((k) => `${k} v${version}`);
+        });
+        await cache.getOrSetMany(['e1', 'e2', 'e3'], loader);
+        clock.advance(600);
+        expect(await cache.getOrSetMany(['e1', 'e2', 'e3'], loader)).toEqual(['e1 v1', 'e2 v1', 'e3 v1']);
+        await vi.waitFor(() => expect(loader).toHaveBeenCalledTimes(2));
+        expect([...loader.mock.calls[1]![0]].sort()).toEqual(['e1', 'e2', 'e3']);
+        expect(loader.mock.calls[1]![1]).toMatchObject({ background: true });
+        await eventually(async () => (await cache.get('e2')) === 'e2 v2');
+        expect(await cache.getMany(['e1', 'e3'])).toEqual(['e1 v2', 'e3 v2']);
+        expect(cache.stats()).toMatchObject({ misses: 3, refreshes: 3 });
+      });
+
+      it.skipIf(driver === 'memory')(
+        'two instances refresh the same stale keys once (refresh locks taken in one round trip)',
+        async () => {
+          const clock = new ManualClock();
+          const options = {
+            namespace: uniqueNamespace(driver),
+            ttl: 1_000,
+            grace: 10_000,
+            jitter: 0,
+            clock,
+            earlyRefresh: false as const,
+          };
+          const a = await make(options);
+          const b = await make(options);
+          await a.getOrSetMany(['x1', 'x2'], (keys) => keys.map((k) => `old ${k}`));
+          clock.advance(1_500);
+          let release!: () => void;
+          const gate = new Promise<void>((r) => (release = r));
+          const loader = vi.fn(async (keys: string[]) => {
+            await gate;
+            return keys.map((k) => `new ${k}`);
+          });
+          expect(await a.getOrSetMany(['x1', 'x2'], loader)).toEqual(['old x1', 'old x2']);
+          await vi.waitFor(() => expect(loader).toHaveBeenCalledTimes(1));
+          expect(await b.getOrSetMany(['x1', 'x2'], loader)).toEqual(['old x1', 'old x2']);
+          release();
+          await eventually(async () => (await a.get('x2')) === 'new x2');
+          // b's refresh met a's locks: it neither loaded nor wrote.
+          expect(loader).toHaveBeenCalledTimes(1);
+          expect(b.stats().loads).toBe(0);
+        },
+      );
 
       it('rejects a batch loader that returns something else than a Map or an array', async () => {
         const cache = await make();
