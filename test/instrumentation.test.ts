@@ -84,6 +84,36 @@ describe('instrumentation', () => {
     await cache.close();
   });
 
+  it('counts getOrSetMany batch refreshes by reason too: stale past fresh, early before expiry', async () => {
+    const clock = new ManualClock();
+    const cache = createCache({
+      namespace: uniqueNamespace('obs'),
+      store: redisStore({ client }),
+      ttl: 1_000,
+      grace: 60_000,
+      jitter: 0,
+      clock,
+      earlyRefresh: { ahead: 0.5, beta: 0 },
+    });
+    const users = cache.namespace('users');
+    let version = 0;
+    const loader = (keys: string[]) => keys.map((k) => `${k}${++version}`);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    clock.advance(600);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => users.stats().loads === 2, 5_000, 'the early batch refresh');
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    clock.advance(1_500);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => users.stats().loads === 3, 5_000, 'the stale batch refresh');
+    expect(users.stats()).toMatchObject({ earlyRefreshes: 2, staleRefreshes: 2, refreshes: 4 });
+    expect(users.stats().latency.load.count).toBe(3);
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    await cache.clear();
+    await cache.close();
+  });
+
   it('publishes timed reads on larder:cache:read, with the namespace that read', async () => {
     const cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
     const users = cache.namespace('users');
