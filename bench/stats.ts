@@ -1,7 +1,8 @@
 /**
  * What observability costs on the L2 hit path (`getOrSet` answered by Redis, 900 B JSON,
  * concurrency 64, node-redis): stats off (`metrics: false` on the cache and the store) against
- * stats on (the default), then with a Prometheus registry attached (scraped every second), and
+ * stats on (the default), in a namespace (`cache.namespace()`: its own histograms and counters
+ * as well as the cache's), then with a Prometheus registry attached (scraped every second), and
  * with the OpenTelemetry instrumentation subscribed, without an SDK (the API's no-op tracer) and
  * with one (spans recorded and batched to an exporter that drops them).
  *
@@ -180,6 +181,8 @@ export async function benchStats(url: string, { quick }: { quick: boolean }): Pr
 
   const off = make(false);
   const on = make(true);
+  const parent = make(true);
+  const child = parent.namespace('users');
   const prom = make(true);
   registerLarderMetrics(prom, { registry, name: 'bench' });
   const otelNoop = make(true);
@@ -187,6 +190,7 @@ export async function benchStats(url: string, { quick }: { quick: boolean }): Pr
   const contenders: Contender[] = [
     { name: 'stats off (`metrics: false`)', cache: off },
     { name: 'stats on (default)', cache: on },
+    { name: "stats on, in a namespace (its own histograms, and the cache's)", cache: child },
     {
       name: 'stats on + Prometheus registry (scraped every 1 s)',
       cache: prom,
@@ -250,6 +254,7 @@ export async function benchStats(url: string, { quick }: { quick: boolean }): Pr
 
   for (const { cache } of contenders) await cache.clear();
   await Promise.all(contenders.map((c) => c.cache.close()));
+  await parent.close();
   await tracerProvider.shutdown();
   await meterProvider.shutdown();
   await client.close();

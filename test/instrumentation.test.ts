@@ -7,7 +7,7 @@ import { subscribe, tracingChannel, unsubscribe } from 'node:diagnostics_channel
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCache, type Cache } from '../src/index.js';
 import { redisStore } from '../src/stores/redis.js';
-import { nodeRedis, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+import { eventually, ManualClock, nodeRedis, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
 
 let client: NodeRedis;
 beforeAll(async () => {
@@ -35,11 +35,103 @@ describe('instrumentation', () => {
     const { latency } = cache.stats();
     expect(latency.l2.count).toBe(5);
     expect(latency.load.count).toBe(3);
+    // The namespace's histograms are its own; the root's cover it too.
+    const own = users.stats().latency;
+    expect(own.l2.count).toBe(2);
+    expect(own.load.count).toBe(1);
+    expect(total(own.l2.counts)).toBe(2);
+    expect(own.l2.sum).toBeLessThanOrEqual(latency.l2.sum);
+    expect(cache.namespace('other').stats().latency.l2.count).toBe(0);
     expect(total(latency.l2.counts)).toBe(latency.l2.count);
     expect(latency.l2.sum).toBeGreaterThan(0);
     const status = cache.store.status();
     expect(status.latency!.count).toBeGreaterThanOrEqual(8);
     expect(status.breakerOpens).toBe(0);
+    await cache.close();
+  });
+
+  it('counts early refreshes (before expiry) and stale refreshes (past fresh) apart; refreshes is their sum', async () => {
+    const clock = new ManualClock();
+    const cache = createCache({
+      namespace: uniqueNamespace('obs'),
+      store: redisStore({ client }),
+      ttl: 1_000,
+      grace: 60_000,
+      jitter: 0,
+      clock,
+      earlyRefresh: { ahead: 0.5, beta: 0 },
+    });
+    const users = cache.namespace('users');
+    const reasons: string[] = [];
+    cache.on('refresh', (event) => reasons.push(event.reason));
+    let version = 0;
+    const loader = () => ++version;
+    // Early: read past half of the fresh period, still fresh; answered with the cached value.
+    await users.getOrSet('a', loader);
+    clock.advance(600);
+    expect(await users.getOrSet('a', loader)).toBe(1);
+    await eventually(() => users.stats().loads === 2, 5_000, 'the early refresh');
+    // Stale: past the fresh period (earlyRefresh off for this read), served stale, refreshed.
+    await cache.getOrSet('b', loader, { earlyRefresh: false });
+    clock.advance(1_500);
+    expect(await cache.getOrSet('b', loader, { earlyRefresh: false })).toBe(3);
+    await eventually(() => cache.stats().loads === 4, 5_000, 'the stale refresh');
+    expect(reasons).toEqual(['early', 'stale']);
+    expect(users.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 0, refreshes: 1 });
+    expect(cache.stats()).toMatchObject({ earlyRefreshes: 1, staleRefreshes: 1, refreshes: 2, staleHits: 1 });
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    await cache.clear();
+    await cache.close();
+  });
+
+  it('counts getOrSetMany batch refreshes by reason too: stale past fresh, early before expiry', async () => {
+    const clock = new ManualClock();
+    const cache = createCache({
+      namespace: uniqueNamespace('obs'),
+      store: redisStore({ client }),
+      ttl: 1_000,
+      grace: 60_000,
+      jitter: 0,
+      clock,
+      earlyRefresh: { ahead: 0.5, beta: 0 },
+    });
+    const users = cache.namespace('users');
+    let version = 0;
+    const loader = (keys: string[]) => keys.map((k) => `${k}${++version}`);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    clock.advance(600);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => users.stats().loads === 2, 5_000, 'the early batch refresh');
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    clock.advance(1_500);
+    await users.getOrSetMany(['a', 'b'], loader);
+    await eventually(() => users.stats().loads === 3, 5_000, 'the stale batch refresh');
+    expect(users.stats()).toMatchObject({ earlyRefreshes: 2, staleRefreshes: 2, refreshes: 4 });
+    expect(users.stats().latency.load.count).toBe(3);
+    await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+    await cache.clear();
+    await cache.close();
+  });
+
+  it('publishes timed reads on larder:cache:read, with the namespace that read', async () => {
+    const cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
+    const users = cache.namespace('users');
+    const reads: { cache: string; prefix: string; tier: string; durationMs: number }[] = [];
+    const onRead = (message: unknown) => void reads.push(message as (typeof reads)[number]);
+    subscribe('larder:cache:read', onRead);
+    try {
+      await users.getOrSet('1', () => 'Ada');
+      await cache.get('x');
+    } finally {
+      unsubscribe('larder:cache:read', onRead);
+    }
+    await users.getOrSet('1', () => 'Ada');
+    expect(reads).toHaveLength(2);
+    expect(reads[0]).toMatchObject({ cache: cache.prefix, prefix: users.prefix, tier: 'l2' });
+    expect(reads[1]).toMatchObject({ cache: cache.prefix, prefix: cache.prefix, tier: 'l2' });
+    expect(reads[0]!.durationMs).toBeGreaterThan(0);
+    await cache.clear();
     await cache.close();
   });
 

@@ -215,7 +215,7 @@ class CacheCore {
   /** `getOrSet` reads on the wire, by full key (see `#readThrough`). */
   readonly reads = new Map<string, SharedRead>();
   readonly counters = new Counters();
-  readonly latency = new Latency();
+  readonly latency: Latency;
   /** Record latency histograms (`metrics` option). */
   readonly metrics: boolean;
   readonly events = new CacheEmitter();
@@ -239,6 +239,7 @@ class CacheCore {
 
   constructor(options: CacheOptions, rootPrefix: string, namespace: string, version: string, maxKeyLength: number) {
     this.name = rootPrefix;
+    this.latency = new Latency(rootPrefix, rootPrefix);
     this.metrics = options.metrics ?? true;
     if (typeof this.metrics !== 'boolean') throw new InvalidOptionError('metrics', 'expected a boolean');
     this.store = options.store ?? memoryStore(options.clock === undefined ? {} : { clock: options.clock });
@@ -356,6 +357,8 @@ export class Cache {
   readonly #counters: readonly Counters[];
   /** A child namespace's own counters (`undefined` on the root). */
   readonly #own: Counters | undefined;
+  /** The latency histograms: the core's on the root, a namespace's own (feeding the core's) on a child. */
+  readonly #latency: Latency;
 
   /** @internal Use {@link createCache}. */
   /** A child closed on its own (the root's closing is `core.closed`). */
@@ -366,6 +369,7 @@ export class Cache {
     this.#keys = keys;
     this.#own = own;
     this.#counters = own === undefined ? [core.counters] : [core.counters, own];
+    this.#latency = own === undefined ? core.latency : new Latency(core.name, keys.prefix, core.latency);
   }
 
   #countOwnHit(entry: Entry, tier: Tier): void {
@@ -417,15 +421,15 @@ export class Cache {
 
   /**
    * A snapshot of the counters and latency histograms. On the root cache they cover every
-   * namespace; on a child from `namespace()`, the counters are that namespace's own (the
-   * histograms and L1 figures are always the whole cache's).
+   * namespace; on a child from `namespace()`, they are that namespace's own (the L1 figures are
+   * always the whole cache's).
    */
   stats(): CacheStats {
     const core = this.#core;
     const l1 = core.coherence.l1;
     return this.#counters
       .at(-1)!
-      .snapshot(l1 === undefined ? undefined : { entries: l1.size, bytes: l1.bytes, evictions: l1.evictions }, core.latency);
+      .snapshot(l1 === undefined ? undefined : { entries: l1.size, bytes: l1.bytes, evictions: l1.evictions }, this.#latency);
   }
 
   // --- getOrSet -------------------------------------------------------------------------------
@@ -463,7 +467,7 @@ export class Cache {
       const now = core.clock.now();
       const entry = core.coherence.l1Get(fullKey, now);
       if (entry !== undefined) {
-        if (timed) core.latency.l1.record(performance.now() - t0);
+        if (timed) this.#latency.l1.record(performance.now() - t0);
         // The L1 hit, kept flat for the optimizer: counters, one listener check, one comparison
         // for early refresh (the full check only when it may be due).
         const counters = core.counters;
@@ -584,7 +588,7 @@ export class Cache {
     }
     if (shareable && core.reads.get(fullKey) === shared) core.reads.delete(fullKey);
     if (shared.joiners !== undefined) for (const join of shared.joiners) join(read);
-    if (core.metrics) core.latency.l2.record(performance.now() - t0);
+    if (core.metrics) this.#latency.l2.record(performance.now() - t0);
     core.noteRead(read.state !== 'fresh');
     if (read.state === 'fresh' && !forceFresh) {
       const now = core.clock.now();
@@ -857,13 +861,13 @@ export class Cache {
       }
     } catch (error) {
       release?.();
-      if (core.metrics) core.latency.load.record(performance.now() - t0);
+      if (core.metrics) this.#latency.load.record(performance.now() - t0);
       if (plan.lease !== undefined) void this.#releaseLease(plan.lease);
       this.#loadFailed(job.key, error, core.clock.now() - started, background, plan.stale);
       throw error;
     }
     release?.();
-    if (core.metrics) core.latency.load.record(performance.now() - t0);
+    if (core.metrics) this.#latency.load.record(performance.now() - t0);
     const loadMs = core.clock.now() - started;
     if (core.wants('load')) core.emit('load', { key: job.key, durationMs: loadMs, background });
     return { value, written: this.#write(job, value, loadMs, plan.expect, plan.lease, stamps) };
@@ -1052,7 +1056,7 @@ export class Cache {
     if (raced === TIMED_OUT) {
       this.#hit(job.key, entry, true);
       if (core.wants('refresh')) core.emit('refresh', { key: job.key, reason: 'soft-timeout' });
-      this.#bump('refreshes');
+      this.#bump('staleRefreshes');
       // The load goes on in the background; the flight is released once it ends (written, or
       // failed and backed off).
       const done = load.then(
@@ -1178,7 +1182,7 @@ export class Cache {
   }
 
   #refreshStarted(key: string, reason: 'early' | 'stale'): void {
-    this.#bump('refreshes');
+    this.#bump(reason === 'early' ? 'earlyRefreshes' : 'staleRefreshes');
     if (this.#core.wants('refresh')) this.#core.emit('refresh', { key, reason });
   }
 
@@ -1424,7 +1428,7 @@ export class Cache {
       else values[index] = this.#settleRead<T>(key, read, options, plain, since);
     });
     if (pending.length > 0) await Promise.all(pending);
-    if (t0 !== 0) core.latency.l2.record(performance.now() - t0);
+    if (t0 !== 0) this.#latency.l2.record(performance.now() - t0);
     return values;
   }
 
@@ -2087,7 +2091,7 @@ export class Cache {
       }
       throw error;
     } finally {
-      if (core.metrics) core.latency.load.record(performance.now() - t0);
+      if (core.metrics) this.#latency.load.record(performance.now() - t0);
     }
     const loadMs = core.clock.now() - started;
     if (core.wants('load')) {

@@ -6,6 +6,9 @@
  * - `larder:cache:load`: each loader call, context `{ key, keys, cache, background }`;
  * - `larder:store:command`: each Redis command or pipeline, context `{ command, key, count?, store }`.
  *
+ * And `larder:cache:read` carries each timed read (`{ cache, prefix, tier, durationMs }`, see
+ * {@link ReadMessage}): what the `l1` and `l2` latency histograms record.
+ *
  * Publishing is skipped entirely while a channel has no subscribers.
  *
  * @experimental Channel names and payloads may change before 1.0.
@@ -32,6 +35,20 @@ export interface CommandTraceContext {
   /** `redis` or `ioredis`. */
   readonly store: string;
 }
+
+/** A read timed for the latency histograms, published on `larder:cache:read`. */
+export interface ReadMessage {
+  /** The root cache's key prefix (as `cache` in the other channels' messages). */
+  readonly cache: string;
+  /** The key prefix of the cache or namespace (`cache.namespace()`) that read. */
+  readonly prefix: string;
+  /** `l1`: answered by the in-process tier (one hit in 64 is timed); `l2`: a read of the store. */
+  readonly tier: 'l1' | 'l2';
+  readonly durationMs: number;
+}
+
+/** Timed reads (see {@link ReadMessage}). */
+export const readChannel: Channel = channel('larder:cache:read');
 
 const EVENT_NAMES: readonly CacheEventName[] = [
   'hit',

@@ -19,10 +19,21 @@ export interface HistogramSnapshot {
   readonly count: number;
 }
 
+/** Called with each observation a histogram records itself (not those a child forwards). */
+export type HistogramTap = (ms: number) => void;
+
 export class Histogram {
   readonly #counts = new Float64Array(LATENCY_BOUNDS_MS.length + 1);
   #sum = 0;
   #count = 0;
+  /** A histogram that also counts every observation of this one (a namespace's cache totals). */
+  readonly #parent: Histogram | undefined;
+  readonly #tap: HistogramTap | undefined;
+
+  constructor(parent?: Histogram, tap?: HistogramTap) {
+    this.#parent = parent;
+    this.#tap = tap;
+  }
 
   record(ms: number): void {
     let i = 0;
@@ -30,6 +41,13 @@ export class Histogram {
     this.#counts[i]!++;
     this.#sum += ms;
     this.#count++;
+    const parent = this.#parent;
+    if (parent !== undefined) {
+      parent.#counts[i]!++;
+      parent.#sum += ms;
+      parent.#count++;
+    }
+    this.#tap?.(ms);
   }
 
   snapshot(): HistogramSnapshot {

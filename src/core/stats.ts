@@ -1,6 +1,10 @@
-import { Histogram, type HistogramSnapshot } from './metrics.js';
+import { readChannel, type ReadMessage } from './diagnostics.js';
+import { Histogram, type HistogramSnapshot, type HistogramTap } from './metrics.js';
 
-/** Latency histograms of the cache (all namespaces), in ms. */
+/**
+ * Latency histograms, in ms: on the root cache, of every namespace; on a child from
+ * `cache.namespace()`, that namespace's own.
+ */
 export interface LatencyStats {
   /** `getOrSet`/`get` answered by L1 (sampled: 1 hit in 64 is timed; the rest cost nothing). */
   readonly l1: HistogramSnapshot;
@@ -30,8 +34,18 @@ export interface CacheStats {
   readonly loadErrors: number;
   /** Loader calls stopped by the hard timeout. */
   readonly loadTimeouts: number;
-  /** Background refreshes started (early refresh, stale-while-revalidate). */
+  /** Background refreshes started: `earlyRefreshes + staleRefreshes`. */
   readonly refreshes: number;
+  /**
+   * Background refreshes of a still-fresh entry, before it expires (refresh-ahead threshold or
+   * XFetch, `earlyRefresh`).
+   */
+  readonly earlyRefreshes: number;
+  /**
+   * Background refreshes of an entry past its fresh period, served stale meanwhile
+   * (stale-while-revalidate, and a foreground refresh that outlived the soft timeout).
+   */
+  readonly staleRefreshes: number;
   /** Entries that could not be read (corrupt, foreign serializer, failed schema); each was deleted. */
   readonly corrupt: number;
   /** Store failures absorbed (a read answered as a miss, a write dropped) instead of thrown. */
@@ -53,19 +67,40 @@ export interface CacheStats {
 }
 
 /** The counters a cache bumps. */
-export type CounterName = Exclude<keyof CacheStats, 'l1Entries' | 'l1Bytes' | 'l1Evictions' | 'latency'>;
+export type CounterName = Exclude<keyof CacheStats, 'l1Entries' | 'l1Bytes' | 'l1Evictions' | 'latency' | 'refreshes'>;
 
-/** The cache's latency histograms. */
+/**
+ * Latency histograms of a cache, or of a namespace: a child's record into the cache's too (one
+ * bucket search for both). Timed reads are also published on `larder:cache:read` while it has
+ * subscribers (the OpenTelemetry integration's read histogram).
+ */
 export class Latency {
-  readonly l1 = new Histogram();
-  readonly l2 = new Histogram();
-  readonly load = new Histogram();
-  /** Counts L1 hits, to time one in 64. */
+  readonly l1: Histogram;
+  readonly l2: Histogram;
+  readonly load: Histogram;
+  /** Counts L1 hits, to time one in 64 (the root's counts for every namespace). */
   l1Sample = 0;
+
+  /**
+   * @param cache the root cache's prefix (`cache` of diagnostics_channel messages)
+   * @param prefix this cache's or namespace's key prefix
+   * @param parent the root cache's histograms, for a namespace
+   */
+  constructor(cache: string, prefix: string, parent?: Latency) {
+    this.l1 = new Histogram(parent?.l1, readTap(cache, prefix, 'l1'));
+    this.l2 = new Histogram(parent?.l2, readTap(cache, prefix, 'l2'));
+    this.load = new Histogram(parent?.load);
+  }
 
   snapshot(): LatencyStats {
     return Object.freeze({ l1: this.l1.snapshot(), l2: this.l2.snapshot(), load: this.load.snapshot() });
   }
+}
+
+function readTap(cache: string, prefix: string, tier: ReadMessage['tier']): HistogramTap {
+  return (durationMs) => {
+    if (readChannel.hasSubscribers) readChannel.publish({ cache, prefix, tier, durationMs } satisfies ReadMessage);
+  };
 }
 
 /** Figures of the in-process tier, read when a snapshot is taken. */
@@ -85,7 +120,8 @@ export class Counters implements Record<CounterName, number> {
   loads = 0;
   loadErrors = 0;
   loadTimeouts = 0;
-  refreshes = 0;
+  earlyRefreshes = 0;
+  staleRefreshes = 0;
   corrupt = 0;
   failOpen = 0;
   writeErrors = 0;
@@ -107,7 +143,9 @@ export class Counters implements Record<CounterName, number> {
       loads: this.loads,
       loadErrors: this.loadErrors,
       loadTimeouts: this.loadTimeouts,
-      refreshes: this.refreshes,
+      refreshes: this.earlyRefreshes + this.staleRefreshes,
+      earlyRefreshes: this.earlyRefreshes,
+      staleRefreshes: this.staleRefreshes,
       corrupt: this.corrupt,
       failOpen: this.failOpen,
       writeErrors: this.writeErrors,

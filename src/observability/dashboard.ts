@@ -24,6 +24,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Cache } from '../core/cache.js';
 import type { HistogramSnapshot } from '../core/metrics.js';
 import { Observed, quantile, type Counts, type ObserveOptions } from './shared.js';
+import type { PoolStatus } from '../stores/store.js';
 
 export type { ObserveOptions } from './shared.js';
 
@@ -57,13 +58,32 @@ export interface DashboardHistogram extends HistogramSnapshot {
   readonly p99: number | null;
 }
 
+/** A histogram's count and quantiles since the process started, in ms (`null` while empty). */
+export interface DashboardLatencySummary {
+  readonly count: number;
+  readonly p50: number | null;
+  readonly p99: number | null;
+}
+
+/** One namespace row of a cache in the JSON snapshot (`namespace: null`: the rest of the cache). */
+export interface DashboardNamespaceRow {
+  readonly namespace: string | null;
+  readonly counters: Counts;
+  /** The row's own latency (reads by tier, loads), since start. */
+  readonly latency: {
+    readonly l1: DashboardLatencySummary;
+    readonly l2: DashboardLatencySummary;
+    readonly load: DashboardLatencySummary;
+  };
+}
+
 /** One cache in the JSON snapshot. */
 export interface DashboardCacheSnapshot {
   readonly name: string;
   /** Cumulative counters of the whole cache. */
   readonly counters: Counts;
-  /** Counters of each listed namespace, and of the rest (`namespace: null`). */
-  readonly namespaces: readonly { readonly namespace: string | null; readonly counters: Counts }[];
+  /** Counters and latency of each listed namespace, and of the rest (`namespace: null`). */
+  readonly namespaces: readonly DashboardNamespaceRow[];
   readonly l1: { readonly entries: number; readonly bytes: number; readonly evictions: number };
   readonly latency: {
     readonly l1: DashboardHistogram;
@@ -79,6 +99,8 @@ export interface DashboardCacheSnapshot {
     readonly breakerOpens: number;
     readonly pending: number;
     readonly details: Readonly<Record<string, number | string | boolean>>;
+    /** The client pool's figures (node-redis `createClientPool()`), else `null`. */
+    readonly pool: PoolStatus | null;
   };
 }
 
@@ -108,6 +130,10 @@ function histogram(snapshot: HistogramSnapshot): DashboardHistogram {
     p50: quantile(snapshot, 0.5) ?? null,
     p99: quantile(snapshot, 0.99) ?? null,
   };
+}
+
+function summary(snapshot: HistogramSnapshot): DashboardLatencySummary {
+  return { count: snapshot.count, p50: quantile(snapshot, 0.5) ?? null, p99: quantile(snapshot, 0.99) ?? null };
 }
 
 function escapeHtml(text: string): string {
@@ -156,7 +182,11 @@ export function larderDashboard(options: DashboardOptions): DashboardHandler {
       return {
         name: reading.name,
         counters,
-        namespaces: reading.rows.map((row) => ({ namespace: row.namespace ?? null, counters: row.counts })),
+        namespaces: reading.rows.map((row) => ({
+          namespace: row.namespace ?? null,
+          counters: row.counts,
+          latency: { l1: summary(row.latency.l1), l2: summary(row.latency.l2), load: summary(row.latency.load) },
+        })),
         l1: { entries: stats.l1Entries, bytes: stats.l1Bytes, evictions: stats.l1Evictions },
         latency: {
           l1: histogram(stats.latency.l1),
@@ -171,6 +201,7 @@ export function larderDashboard(options: DashboardOptions): DashboardHandler {
           breakerOpens: status.breakerOpens ?? 0,
           pending: status.pending,
           details: status.details ?? {},
+          pool: status.pool ?? null,
         },
       };
     }),
@@ -276,7 +307,7 @@ function page({
 </section>
 <section>
   <h2>Totals since start</h2>
-  <table id="totals"><thead><tr><th>namespace</th><th>hits</th><th>L1</th><th>L2</th><th>stale</th><th>misses</th><th>loads</th><th>load errors</th><th>refreshes</th><th>lock waits</th><th>fail-open</th><th>corrupt</th></tr></thead><tbody></tbody></table>
+  <table id="totals"><thead><tr><th>namespace</th><th>hits</th><th>L1</th><th>L2</th><th>stale</th><th>misses</th><th>loads</th><th>load errors</th><th title="early (before expiry) / stale (past fresh)">refreshes e / s</th><th>lock waits</th><th>fail-open</th><th>corrupt</th><th title="reads answered by Redis, since start">L2 p99</th><th title="loader calls, since start">load p99</th></tr></thead><tbody></tbody></table>
   <p class="muted" id="details"></p>
 </section>
 <script nonce="${nonce}">
@@ -310,7 +341,8 @@ svg.chart text { fill: var(--muted); font-size: 11px; }
 svg.chart path.series { fill: none; stroke-width: 2; stroke-linejoin: round; }
 svg.chart .dashed { stroke-dasharray: 5 4; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: right; }
+th { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 .ok { color: #1a9c5b; } .bad { color: #d64045; } .warn { color: #d98e04; }
 `;
@@ -493,18 +525,19 @@ function render() {
   ], { digits: 0 });
   const tbody = $('totals').tBodies[0];
   tbody.textContent = '';
-  const rows = cache.namespaces.length > 1 ? cache.namespaces.concat([{ namespace: '(total)', counters: cache.counters }]) : [{ namespace: '(all)', counters: cache.counters }];
+  const rows = cache.namespaces.length > 1 ? cache.namespaces.concat([{ namespace: '(total)', counters: cache.counters, latency: cache.latency }]) : [{ namespace: '(all)', counters: cache.counters, latency: cache.latency }];
   for (const row of rows) {
     const tr = document.createElement('tr');
     const c = row.counters;
-    for (const cell of [row.namespace === null ? '(rest)' : row.namespace, c.hits, c.l1Hits, c.l2Hits, c.staleHits, c.misses, c.loads, c.loadErrors, c.refreshes, c.lockWaits, c.failOpen, c.corrupt]) {
+    for (const cell of [row.namespace === null ? '(rest)' : row.namespace, c.hits, c.l1Hits, c.l2Hits, c.staleHits, c.misses, c.loads, c.loadErrors, c.earlyRefreshes + ' / ' + c.staleRefreshes, c.lockWaits, c.failOpen, c.corrupt, fmtMs(row.latency.l2.p99), fmtMs(row.latency.load.p99)]) {
       const td = document.createElement('td');
       td.textContent = String(cell);
       tr.appendChild(td);
     }
     tbody.appendChild(tr);
   }
-  const details = Object.entries(st.details).map(([k, val]) => k + ': ' + val).join(', ');
+  const details = Object.entries(st.details).map(([k, val]) => k + ': ' + val).join(', ') +
+    (st.pool ? ', pool: ' + st.pool.total + ' connections (' + st.pool.idle + ' idle, ' + st.pool.inUse + ' in use), ' + st.pool.waiting + ' waiting' : '');
   $('details').textContent = 'L1: ' + cache.l1.entries + ' entries, ' + cache.l1.bytes + ' bytes, ' + cache.l1.evictions + ' evicted. Store ' + st.name + ': breaker ' + st.breaker + ' (opened ' + st.breakerOpens + ' times)' + (details ? ', ' + details : '') + '.';
 }
 

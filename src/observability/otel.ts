@@ -2,7 +2,7 @@
  * OpenTelemetry for Larder, through `@opentelemetry/api` (an optional peer dependency): spans
  * for loader calls and Redis round trips, read from Larder's `node:diagnostics_channel` tracing
  * channels, and metrics (observable counters and gauges over `cache.stats()` and
- * `cache.store.status()`, histograms of load and command durations).
+ * `cache.store.status()`, histograms of read (by tier), load and command durations).
  *
  * Without an OpenTelemetry SDK the API's providers are no-ops, and so is this.
  *
@@ -17,7 +17,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
-import { tracingChannel, type TracingChannelSubscribers } from 'node:diagnostics_channel';
+import { subscribe, tracingChannel, unsubscribe, type TracingChannelSubscribers } from 'node:diagnostics_channel';
 import {
   context,
   createNoopMeter,
@@ -37,7 +37,7 @@ import {
   type TracerProvider,
 } from '@opentelemetry/api';
 import type { Cache } from '../core/cache.js';
-import type { CommandTraceContext, LoadTraceContext } from '../core/diagnostics.js';
+import type { CommandTraceContext, LoadTraceContext, ReadMessage } from '../core/diagnostics.js';
 import { LATENCY_BOUNDS_MS } from '../core/metrics.js';
 import { breakerValue, msToSeconds, Observed, type Counts, type ObserveOptions } from './shared.js';
 
@@ -79,7 +79,7 @@ export interface OtelOptions {
   readonly commands?: boolean;
   /**
    * Export metrics: observable counters and gauges for the caches in `caches` (and those added
-   * with `observe()`), and duration histograms of loads and Redis commands.
+   * with `observe()`), and duration histograms of reads by tier, loads and Redis commands.
    * @default true
    */
   readonly metrics?: boolean;
@@ -129,6 +129,25 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
   const timing: Meter | undefined = meter === undefined || isNoopMeter(meter) ? undefined : meter;
   const cacheNames = new Map<string, string>();
   const cacheName = (prefix: string): string => cacheNames.get(prefix) ?? nameOfPrefix(prefix);
+  // The listed namespaces of the observed caches: by root prefix, each child's prefix and label.
+  const namespaceLists = new Map<string, (readonly [prefix: string, label: string])[]>();
+  /** `larder.cache`, and `larder.namespace` when `prefix` is a listed namespace's (else: the rest). */
+  const cacheAttributes = (cache: string, prefix: string): Attributes => {
+    const name = cacheName(cache);
+    for (const [child, label] of namespaceLists.get(cache) ?? []) {
+      if (child === prefix) return { 'larder.cache': name, 'larder.namespace': label };
+    }
+    return { 'larder.cache': name };
+  };
+  /** The same for a full key: a namespace's keys start with its prefix (children hang off with `/`). */
+  const keyAttributes = (cache: string, key: string): Attributes => {
+    for (const [child, label] of namespaceLists.get(cache) ?? []) {
+      if (key.startsWith(child)) return { 'larder.cache': cacheName(cache), 'larder.namespace': label };
+    }
+    return { 'larder.cache': cacheName(cache) };
+  };
+  // Attributes of the read histogram by prefix and tier, built once (a read costs a map lookup).
+  const readAttributes = new Map<string, { readonly l1: Attributes; readonly l2: Attributes }>();
   const undo: (() => void)[] = [];
 
   // --- loads ---------------------------------------------------------------------------------
@@ -155,7 +174,7 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
     const finish = (ctx: Traced<LoadTraceContext>): void => {
       const started = ctx[STARTED];
       if (loadDuration !== undefined && started !== undefined) {
-        const attributes: Attributes = { 'larder.cache': cacheName(ctx.cache) };
+        const attributes: Attributes = keyAttributes(ctx.cache, ctx.key);
         if ('error' in ctx) attributes['error.type'] = errorType(ctx.error);
         loadDuration.record((performance.now() - started) / 1_000, attributes);
       }
@@ -173,6 +192,27 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
       });
       undo.push(() => channel.start.unbindStore(storage));
     }
+  }
+
+  // --- reads by tier ------------------------------------------------------------------------
+  const readDuration = timing?.createHistogram('larder.cache.get.duration', {
+    description: 'Reads answered by a tier (larder.tier: l1, sampled one hit in 64; l2: reads of the store).',
+    unit: 's',
+    advice: { explicitBucketBoundaries: BOUNDS_S },
+  });
+  if (readDuration !== undefined) {
+    const onRead = (message: unknown): void => {
+      const read = message as ReadMessage;
+      let attributes = readAttributes.get(read.prefix);
+      if (attributes === undefined) {
+        const base = cacheAttributes(read.cache, read.prefix);
+        attributes = { l1: { ...base, 'larder.tier': 'l1' }, l2: { ...base, 'larder.tier': 'l2' } };
+        readAttributes.set(read.prefix, attributes);
+      }
+      readDuration.record(read.durationMs / 1_000, attributes[read.tier]);
+    };
+    subscribe('larder:cache:read', onRead);
+    undo.push(() => unsubscribe('larder:cache:read', onRead));
   }
 
   // --- Redis commands ------------------------------------------------------------------------
@@ -232,12 +272,21 @@ export function instrumentLarder(options: OtelOptions = {}): LarderInstrumentati
         throw new Error(`Larder OpenTelemetry: a cache named "${observed.name}" is already observed`);
     }
     observers.add(observed);
-    // Spans of this cache carry its name too.
+    // Spans and histograms of this cache carry its name too, and its listed namespaces' labels.
     cacheNames.set(observed.prefix, observed.name);
+    namespaceLists.set(
+      observed.prefix,
+      observed.namespaces.map(([label, child]) => [child.prefix, label] as const),
+    );
+    readAttributes.clear();
     if (meter !== undefined && stopMetrics === undefined) startMetrics(meter);
     return () => {
       observers.delete(observed);
-      if (cacheNames.get(observed.prefix) === observed.name) cacheNames.delete(observed.prefix);
+      if (cacheNames.get(observed.prefix) === observed.name) {
+        cacheNames.delete(observed.prefix);
+        namespaceLists.delete(observed.prefix);
+        readAttributes.clear();
+      }
     };
   };
   for (const entry of options.caches ?? []) {
@@ -384,7 +433,6 @@ const COUNTERS: readonly CounterSpec[] = [
     unit: '{call}',
     value: (c) => c.loadTimeouts,
   },
-  { name: 'larder.cache.refreshes', description: 'Background refreshes started.', unit: '{refresh}', value: (c) => c.refreshes },
   {
     name: 'larder.cache.lock_waits',
     description: "Times a caller waited for another process's load.",
@@ -410,6 +458,10 @@ function cacheInstruments(
   const hits = meter.createObservableCounter('larder.cache.hits', {
     description: 'Reads answered from the cache (fresh or stale), by tier.',
     unit: '{hit}',
+  });
+  const refreshes = meter.createObservableCounter('larder.cache.refreshes', {
+    description: 'Background refreshes started, by reason (larder.refresh.reason): early (before expiry) or stale (past fresh).',
+    unit: '{refresh}',
   });
   const counters = COUNTERS.map(
     (spec) => [spec, meter.createObservableCounter(spec.name, { description: spec.description, unit: spec.unit })] as const,
@@ -438,6 +490,14 @@ function cacheInstruments(
     description: 'Commands sent and not answered yet.',
     unit: '{command}',
   });
+  const poolConnections = meter.createObservableUpDownCounter('db.client.connection.count', {
+    description: 'Connections of the store client pool, by state (db.client.connection.state: idle, used).',
+    unit: '{connection}',
+  });
+  const poolPending = meter.createObservableUpDownCounter('db.client.connection.pending_requests', {
+    description: 'Commands waiting for a connection of the store client pool.',
+    unit: '{request}',
+  });
   const detail = meter.createObservableGauge('larder.store.detail', {
     description: 'Numeric and boolean (0/1) connection details the store client reports.',
   });
@@ -446,6 +506,7 @@ function cacheInstruments(
   });
   const observables: Observable[] = [
     hits,
+    refreshes,
     ...counters.map(([, c]) => c),
     evictions,
     l1Entries,
@@ -454,6 +515,8 @@ function cacheInstruments(
     breaker,
     opens,
     pending,
+    poolConnections,
+    poolPending,
     detail,
     info,
   ];
@@ -466,6 +529,8 @@ function cacheInstruments(
           row.namespace === undefined ? cacheAttrs : { 'larder.cache': reading.name, 'larder.namespace': row.namespace };
         result.observe(hits, row.counts.l1Hits, { ...attrs, 'larder.tier': 'l1' });
         result.observe(hits, row.counts.l2Hits, { ...attrs, 'larder.tier': 'l2' });
+        result.observe(refreshes, row.counts.earlyRefreshes, { ...attrs, 'larder.refresh.reason': 'early' });
+        result.observe(refreshes, row.counts.staleRefreshes, { ...attrs, 'larder.refresh.reason': 'stale' });
         for (const [spec, instrument] of counters) result.observe(instrument, spec.value(row.counts), attrs);
       }
       result.observe(evictions, reading.stats.l1Evictions, cacheAttrs);
@@ -477,6 +542,12 @@ function cacheInstruments(
       result.observe(breaker, breakerValue(status.breaker), storeAttrs);
       result.observe(opens, status.breakerOpens ?? 0, storeAttrs);
       result.observe(pending, status.pending, storeAttrs);
+      if (status.pool !== undefined) {
+        const poolAttrs: Attributes = { ...storeAttrs, 'db.client.connection.pool.name': reading.name };
+        result.observe(poolConnections, status.pool.idle, { ...poolAttrs, 'db.client.connection.state': 'idle' });
+        result.observe(poolConnections, status.pool.inUse, { ...poolAttrs, 'db.client.connection.state': 'used' });
+        result.observe(poolPending, status.pool.waiting, poolAttrs);
+      }
       for (const [name, value] of Object.entries(status.details ?? {})) {
         if (typeof value === 'string') {
           result.observe(info, 1, { ...storeAttrs, 'larder.store.detail': name, 'larder.store.detail.value': value });

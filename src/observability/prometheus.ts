@@ -138,11 +138,18 @@ const FAMILIES: readonly Family[] = [
   rowCounter('cache_loads_total', 'Loader calls (foreground and background).', (c) => c.loads),
   rowCounter('cache_load_errors_total', 'Loader calls that threw or timed out.', (c) => c.loadErrors),
   rowCounter('cache_load_timeouts_total', 'Loader calls stopped by the hard timeout.', (c) => c.loadTimeouts),
-  rowCounter(
-    'cache_refreshes_total',
-    'Background refreshes started (early refresh, stale-while-revalidate).',
-    (c) => c.refreshes,
-  ),
+  {
+    name: 'cache_refreshes_total',
+    kind: 'counter',
+    help: 'Background refreshes started, by reason: early (refresh-ahead, XFetch, before expiry) or stale (stale-while-revalidate, soft timeout).',
+    samples(reading, into) {
+      for (const row of reading.rows) {
+        const labels = rowLabels(reading, row);
+        into.push({ value: row.counts.earlyRefreshes, labels: { ...labels, reason: 'early' } });
+        into.push({ value: row.counts.staleRefreshes, labels: { ...labels, reason: 'stale' } });
+      }
+    },
+  },
   rowCounter('cache_lock_waits_total', "Times a caller waited for another process's load.", (c) => c.lockWaits),
   rowCounter('cache_fail_open_total', 'Store failures absorbed (a read answered as a miss, a write dropped).', (c) => c.failOpen),
   rowCounter('cache_corrupt_total', 'Entries that could not be read (and were deleted).', (c) => c.corrupt),
@@ -165,8 +172,11 @@ const FAMILIES: readonly Family[] = [
     kind: 'histogram',
     help: 'Reads answered by a tier, in seconds. The l1 tier is sampled (one hit in 64 is timed).',
     samples(reading, into, fullName) {
-      pushHistogram(into, fullName, { cache: reading.name, tier: 'l1' }, reading.stats.latency.l1);
-      pushHistogram(into, fullName, { cache: reading.name, tier: 'l2' }, reading.stats.latency.l2);
+      for (const row of reading.rows) {
+        const labels = rowLabels(reading, row);
+        pushHistogram(into, fullName, { ...labels, tier: 'l1' }, row.latency.l1);
+        pushHistogram(into, fullName, { ...labels, tier: 'l2' }, row.latency.l2);
+      }
     },
   },
   {
@@ -174,7 +184,7 @@ const FAMILIES: readonly Family[] = [
     kind: 'histogram',
     help: 'Loader calls, in seconds (foreground and background, batches included).',
     samples(reading, into, fullName) {
-      pushHistogram(into, fullName, { cache: reading.name }, reading.stats.latency.load);
+      for (const row of reading.rows) pushHistogram(into, fullName, rowLabels(reading, row), row.latency.load);
     },
   },
   {
@@ -197,6 +207,27 @@ const FAMILIES: readonly Family[] = [
     (r) => r.status.breakerOpens ?? 0,
   ),
   storeValue('store_pending_commands', 'gauge', 'Commands sent to the store and not answered yet.', (r) => r.status.pending),
+  {
+    name: 'store_pool_connections',
+    kind: 'gauge',
+    help: 'Connections of the store client pool (node-redis createClientPool), by state: idle or used (running a command, or connecting).',
+    samples(reading, into) {
+      const pool = reading.status.pool;
+      if (pool === undefined) return;
+      const labels = { cache: reading.name, store: reading.store };
+      into.push({ value: pool.idle, labels: { ...labels, state: 'idle' } });
+      into.push({ value: pool.inUse, labels: { ...labels, state: 'used' } });
+    },
+  },
+  {
+    name: 'store_pool_pending_requests',
+    kind: 'gauge',
+    help: 'Commands waiting for a connection of the store client pool (it is at its maximum).',
+    samples(reading, into) {
+      const pool = reading.status.pool;
+      if (pool !== undefined) into.push({ value: pool.waiting, labels: { cache: reading.name, store: reading.store } });
+    },
+  },
   {
     name: 'store_detail',
     kind: 'gauge',

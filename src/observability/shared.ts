@@ -7,7 +7,7 @@
  */
 import type { Cache } from '../core/cache.js';
 import type { HistogramSnapshot } from '../core/metrics.js';
-import type { CacheStats } from '../core/stats.js';
+import type { CacheStats, LatencyStats } from '../core/stats.js';
 import type { StoreStatus } from '../stores/store.js';
 
 /** How an exporter reads one cache: a name for the `cache` label, plus the namespaces to split out. */
@@ -19,9 +19,10 @@ export interface ObserveOptions {
    */
   readonly name?: string;
   /**
-   * Child caches (from `cache.namespace(name)`) whose counters are reported as separate series
-   * with a `namespace` label. Pass the very instances the application uses: a child's counters
-   * live on its `Cache` object, and `cache.namespace('x')` called again starts new ones.
+   * Child caches (from `cache.namespace(name)`) whose counters and latency histograms are
+   * reported as separate series with a `namespace` label. Pass the very instances the
+   * application uses: a child's counters live on its `Cache` object, and `cache.namespace('x')`
+   * called again starts new ones.
    *
    * The series are disjoint, so `sum by (cache)` still gives the cache's totals: each listed
    * namespace gets its own series, and the series without a `namespace` label counts the rest
@@ -46,6 +47,8 @@ export const COUNTER_KEYS = [
   'loadErrors',
   'loadTimeouts',
   'refreshes',
+  'earlyRefreshes',
+  'staleRefreshes',
   'corrupt',
   'failOpen',
   'writeErrors',
@@ -53,10 +56,11 @@ export const COUNTER_KEYS = [
   'lockWaits',
 ] as const satisfies readonly (keyof Counts)[];
 
-/** One row of counters: the namespace it belongs to (`undefined`: the rest of the cache). */
+/** One row of counters and histograms: the namespace it belongs to (`undefined`: the rest of the cache). */
 export interface CounterRow {
   readonly namespace: string | undefined;
   readonly counts: Counts;
+  readonly latency: LatencyStats;
 }
 
 /** One cache as read at one instant. */
@@ -64,7 +68,7 @@ export interface CacheReading {
   readonly name: string;
   /** The whole cache (totals, histograms, L1 figures). */
   readonly stats: CacheStats;
-  /** Disjoint counter rows: the listed namespaces, then the rest. */
+  /** Disjoint rows (counters and latency): the listed namespaces, then the rest. */
   readonly rows: readonly CounterRow[];
   readonly status: StoreStatus;
   readonly store: string;
@@ -104,14 +108,20 @@ export class Observed {
     const stats = this.cache.stats();
     const rows: CounterRow[] = [];
     const rest: Record<keyof Counts, number> = { ...pickCounts(stats) };
+    let { l1, l2, load } = stats.latency;
     for (const [namespace, child] of this.namespaces) {
-      const counts = pickCounts(child.stats());
-      // Each namespace's counters are also in the root's totals: take them out of the rest.
+      const own = child.stats();
+      const counts = pickCounts(own);
+      // Each namespace's counters and observations are also in the root's totals: take them
+      // out of the rest.
       for (const key of COUNTER_KEYS) rest[key] -= counts[key];
-      rows.push({ namespace, counts });
+      l1 = histogramDelta(l1, own.latency.l1);
+      l2 = histogramDelta(l2, own.latency.l2);
+      load = histogramDelta(load, own.latency.load);
+      rows.push({ namespace, counts, latency: own.latency });
     }
     for (const key of COUNTER_KEYS) if (rest[key] < 0) rest[key] = 0;
-    rows.push({ namespace: undefined, counts: rest });
+    rows.push({ namespace: undefined, counts: rest, latency: { l1, l2, load } });
     const store = this.cache.store;
     return { name: this.name, stats, rows, status: store.status(), store: store.name };
   }

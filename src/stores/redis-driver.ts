@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { PoolStatus } from './store.js';
+
 export type RedisArg = string | Buffer;
 export type RedisCommand = readonly RedisArg[];
 
@@ -106,6 +108,8 @@ export interface RedisDriver {
   ready(): boolean;
   /** Client-specific health figures (queue lengths, …). */
   details(): Record<string, number | string | boolean>;
+  /** The pool's figures, for a client that is a connection pool (else `undefined`). */
+  pool?(): PoolStatus | undefined;
   /** Registers a listener for connection errors (which would otherwise be unhandled). */
   onError(listener: (error: unknown) => void): void;
   /** Closes what the driver created; never the client the user passed in. */

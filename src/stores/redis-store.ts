@@ -596,6 +596,7 @@ export class RedisStore implements Store {
 
   status(): StoreStatus {
     const histogram = this.#deadlines.histogram;
+    const pool = this.driver.pool?.();
     return {
       ready: this.driver.ready(),
       breaker: this.breakerState,
@@ -603,6 +604,7 @@ export class RedisStore implements Store {
       pending: this.#deadlines.pending,
       details: this.driver.details(),
       ...(histogram === undefined ? {} : { latency: histogram.snapshot() }),
+      ...(pool === undefined ? {} : { pool }),
     };
   }
 

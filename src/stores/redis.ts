@@ -1,6 +1,7 @@
 /**
  * The Redis store through node-redis (`redis` on npm, v5 or v6): a client, a cluster
- * (`createCluster`), a Sentinel-managed client (`createSentinel`), or a URL.
+ * (`createCluster`), a Sentinel-managed client (`createSentinel`), a client pool
+ * (`createClientPool`), or a URL.
  *
  * Larder sends its commands with node-redis's per-command timeout turned off (`timeout: 0` per
  * command, whatever the client's defaults): that timeout arms an `AbortSignal` per command and
@@ -21,7 +22,7 @@ import {
 } from './redis-driver.js';
 import { reconnectDelay, RedisStore, type RedisConnectionOptions } from './redis-store.js';
 import { groupBySlot } from './slot.js';
-import type { Store } from './store.js';
+import type { PoolStatus, Store } from './store.js';
 
 type Listener = (...args: unknown[]) => void;
 type MessageListener = (message: string) => unknown;
@@ -78,15 +79,38 @@ export interface NodeRedisSentinel extends NodeRedisPubSub {
   getMasterNode(): unknown;
 }
 
+/**
+ * The parts of a node-redis client pool Larder uses (any `createClientPool()` result fits): each
+ * command borrows a connection of the pool for its round trip. A pool takes no `SUBSCRIBE` (a
+ * connection in subscriber mode would be lost to the pool), so the store's pub/sub (the
+ * invalidation bus, lease waits) runs on a connection of its own, duplicated from a pooled
+ * connection (same URL, credentials, TLS), opened at the first subscription and closed by the
+ * store's `close()`.
+ */
+export interface NodeRedisClientPool {
+  sendCommand(args: readonly RedisArg[], options?: object): Promise<unknown>;
+  /** Runs `fn` with a connection of the pool (Larder only duplicates it). */
+  execute(fn: (client: NodeRedisClient) => unknown): Promise<unknown>;
+  on(event: string, listener: Listener): unknown;
+  close(): Promise<unknown>;
+  destroy(): unknown;
+  readonly isOpen: boolean;
+  readonly isClosing: boolean;
+  readonly totalClients: number;
+  readonly idleClients: number;
+  readonly clientsInUse: number;
+  readonly tasksQueueLength: number;
+}
+
 /** Any client `redisStore()` accepts. */
-export type NodeRedisAnyClient = NodeRedisClient | NodeRedisCluster | NodeRedisSentinel;
+export type NodeRedisAnyClient = NodeRedisClient | NodeRedisCluster | NodeRedisSentinel | NodeRedisClientPool;
 
 export type RedisStoreOptions = RedisConnectionOptions &
   (
     | {
         /**
-         * A node-redis client, cluster or Sentinel-managed client you created (connected or
-         * connecting). Larder never closes it, and adds an `error` listener only to connections
+         * A node-redis client, cluster, Sentinel-managed client or client pool you created
+         * (connected or connecting). Larder never closes it, and adds an `error` listener only to connections
          * it opens itself: keep your own listener on it (node-redis throws unhandled `error`s).
          * @see docs/scaling.md
          */
@@ -104,9 +128,10 @@ export type RedisStoreOptions = RedisConnectionOptions &
 const TEXT = Object.freeze({ timeout: 0 });
 const BINARY = Object.freeze({ timeout: 0, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } });
 
-type Topology = 'standalone' | 'cluster' | 'sentinel';
+type Topology = 'standalone' | 'cluster' | 'sentinel' | 'pool';
 
 function topologyOf(client: NodeRedisAnyClient): Topology {
+  if ('execute' in client && 'tasksQueueLength' in client) return 'pool';
   if ('masters' in client && 'nodeClient' in client) return 'cluster';
   if ('getMasterNode' in client) return 'sentinel';
   return 'standalone';
@@ -141,6 +166,9 @@ class NodeRedisDriver implements RedisDriver {
     if (this.topology === 'cluster') {
       const cluster = client as NodeRedisCluster;
       this.#sendCommand = (args, key, options) => cluster.sendCommand(key, undefined, args, options);
+    } else if (this.topology === 'pool') {
+      const pool = client as NodeRedisClientPool;
+      this.#sendCommand = (args, _key, options) => pool.sendCommand(args, options);
     } else if (this.topology === 'sentinel') {
       const sentinel = client as NodeRedisSentinel;
       this.#sendCommand = (args, _key, options) => sentinel.sendCommand(undefined, args, options);
@@ -220,6 +248,19 @@ class NodeRedisDriver implements RedisDriver {
 
   async *scan(pattern: string, count: number): AsyncIterable<string[]> {
     const client = this.#client;
+    if (this.topology === 'pool') {
+      // The cursor lives in Redis: each SCAN may borrow another connection of the pool.
+      let cursor = '0';
+      do {
+        const reply = (await this.#send(['SCAN', cursor, 'MATCH', pattern, 'COUNT', String(count)], undefined, false)) as [
+          string,
+          string[],
+        ];
+        cursor = reply[0];
+        if (reply[1].length > 0) yield reply[1];
+      } while (cursor !== '0');
+      return;
+    }
     if (this.topology !== 'cluster') {
       yield* (client as NodeRedisClient | NodeRedisSentinel).scanIterator({ MATCH: pattern, COUNT: count });
       return;
@@ -235,10 +276,16 @@ class NodeRedisDriver implements RedisDriver {
   async subscriber(kind: PubSubKind): Promise<DriverSubscriber> {
     // A connection of its own: a client in subscriber mode takes no other command. A cluster
     // duplicate connects only to the nodes its channels need.
+    // A pool lends its connections per command: duplicate one (same options) into a connection
+    // the pool does not know.
     const connection: NodeRedisClient | NodeRedisCluster | NodeRedisSentinel =
       this.topology === 'cluster'
         ? (this.#client as NodeRedisCluster).duplicate({ minimizeConnections: true })
-        : (this.#client as NodeRedisClient | NodeRedisSentinel).duplicate();
+        : this.topology === 'pool'
+          ? ((await (this.#client as NodeRedisClientPool).execute((pooled: NodeRedisClient) =>
+              pooled.duplicate(),
+            )) as NodeRedisClient)
+          : (this.#client as NodeRedisClient | NodeRedisSentinel).duplicate();
     const connectionListeners: ((connected: boolean) => void)[] = [];
     let connected = false;
     const report = (now: boolean) => {
@@ -305,12 +352,22 @@ class NodeRedisDriver implements RedisDriver {
   }
 
   ready(): boolean {
-    return this.#client.isReady;
+    if (this.topology !== 'pool') return (this.#client as NodeRedisPubSub).isReady;
+    // A pool does not say whether its connections are up (each reconnects on its own): ready
+    // while it is open and holds connections. The breaker reports an outage.
+    const pool = this.#client as NodeRedisClientPool;
+    return pool.isOpen && !pool.isClosing && pool.totalClients > 0;
   }
 
   details(): Record<string, number | string | boolean> {
     // `open` stays true while the client reconnects; `ready` is what says it can take commands.
-    return { open: this.#client.isOpen, ready: this.#client.isReady, cluster: this.cluster, topology: this.topology };
+    return { open: this.#client.isOpen, ready: this.ready(), cluster: this.cluster, topology: this.topology };
+  }
+
+  pool(): PoolStatus | undefined {
+    if (this.topology !== 'pool') return undefined;
+    const pool = this.#client as NodeRedisClientPool;
+    return { total: pool.totalClients, idle: pool.idleClients, inUse: pool.clientsInUse, waiting: pool.tasksQueueLength };
   }
 
   onError(listener: (error: unknown) => void): void {
@@ -319,7 +376,7 @@ class NodeRedisDriver implements RedisDriver {
 
   async close(): Promise<void> {
     if (!this.#owned || !this.#client.isOpen) return;
-    const client = this.#client;
+    const client = this.#client as NodeRedisClient;
     await closeConnection(
       client.isReady,
       () => client.close(),
@@ -338,6 +395,10 @@ class NodeRedisDriver implements RedisDriver {
  * @example Redis Cluster (multi-key operations are split by slot; see docs/scaling.md)
  * const cluster = await createCluster({ rootNodes: [{ url: 'redis://10.0.0.1:7000' }] }).connect();
  * const cache = createCache({ store: redisStore({ client: cluster }), namespace: 'app' });
+ *
+ * @example A client pool (commands spread over its connections; pub/sub gets one of its own)
+ * const pool = await createClientPool({ url }, { minimum: 2, maximum: 20 }).connect();
+ * const cache = createCache({ store: redisStore({ client: pool }), namespace: 'app' });
  *
  * @example Sentinel (failovers are followed by node-redis and survived like outages)
  * const sentinel = await createSentinel({ name: 'mymaster', sentinelRootNodes: [{ host, port: 26379 }] }).connect();

@@ -115,6 +115,18 @@ export interface PubSubOptions {
   readonly mode?: PubSubMode | undefined;
 }
 
+/** A connection pool's figures (node-redis `createClientPool()`), at one instant. */
+export interface PoolStatus {
+  /** Connections in the pool: idle, in use, and connecting. */
+  readonly total: number;
+  /** Connections waiting for a command. */
+  readonly idle: number;
+  /** Connections running a command (or connecting). */
+  readonly inUse: number;
+  /** Commands waiting for a connection to free up (the pool is at its `maximum`). */
+  readonly waiting: number;
+}
+
 /** A connection health snapshot, for stats and metrics. */
 export interface StoreStatus {
   /** `true` when commands can be sent now. */
@@ -127,8 +139,10 @@ export interface StoreStatus {
   readonly latency?: HistogramSnapshot;
   /** Commands sent and not answered yet. */
   readonly pending: number;
-  /** Anything the client library reports (queue lengths, pool sizes, …). */
+  /** Anything the client library reports (queue lengths, …). */
   readonly details?: Readonly<Record<string, number | string | boolean>>;
+  /** The client's connection pool, when it is one. */
+  readonly pool?: PoolStatus;
 }
 
 export interface Store {

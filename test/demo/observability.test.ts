@@ -58,10 +58,22 @@ describe('GET /metrics', () => {
     expect(sampleValue(after, 'larder_cache_misses_total', { cache: name, namespace: 'users' })).toBe(1);
     // The series without a namespace label counts the rest: nothing is read outside the two.
     expect(sampleValue(after, 'larder_cache_misses_total', { cache: name })).toBe(0);
-    // Loader latency: one product and one profile load.
-    expect(
-      sampleValue(after, 'larder_cache_load_duration_seconds', { cache: name }, 'larder_cache_load_duration_seconds_count'),
-    ).toBe(2);
+    // Loader latency, per namespace like the counters: one product and one profile load.
+    const loadCount = (labels: Record<string, string>) =>
+      sampleValue(after, 'larder_cache_load_duration_seconds', labels, 'larder_cache_load_duration_seconds_count');
+    expect(loadCount({ cache: name, namespace: 'products' })).toBe(1);
+    expect(loadCount({ cache: name, namespace: 'users' })).toBe(1);
+    expect(loadCount({ cache: name })).toBe(0);
+    // Reads of Redis are per namespace too; none outside the two.
+    const l2Reads = (labels: Record<string, string>) =>
+      sampleValue(
+        after,
+        'larder_cache_get_duration_seconds',
+        { ...labels, tier: 'l2' },
+        'larder_cache_get_duration_seconds_count',
+      );
+    expect(l2Reads({ cache: name, namespace: 'products' })).toBeGreaterThanOrEqual(1);
+    expect(l2Reads({ cache: name })).toBe(0);
     expect(sampleValue(after, 'larder_cache_l1_entries', { cache: name })).toBeGreaterThanOrEqual(2);
     expect(sampleValue(after, 'larder_store_breaker_state', { cache: name, store: 'redis' })).toBe(0);
   });

@@ -9,9 +9,11 @@ import { redisStore } from '../../src/stores/redis.js';
 import type { RedisConnectionOptions } from '../../src/stores/redis-store.js';
 import type { Store } from '../../src/stores/store.js';
 import type { Clock } from '../../src/core/clock.js';
+import { createClientPool } from 'redis';
 import { ioredis, nodeRedis, REDIS_URL } from './redis.js';
 
-export type DriverName = 'memory' | 'redis' | 'ioredis';
+/** `redis-pool`: node-redis through a `createClientPool()` pool. */
+export type DriverName = 'memory' | 'redis' | 'redis-pool' | 'ioredis';
 
 export interface RawAccess {
   get(key: string): Promise<Buffer | undefined>;
@@ -58,6 +60,13 @@ export async function harness(driver: DriverName, url = REDIS_URL): Promise<Harn
         const client = await nodeRedis(url);
         closers.push(() => client.close());
         return redisStore({ client, ...options });
+      }
+      if (driver === 'redis-pool') {
+        const pool = createClientPool({ url, socket: { reconnectStrategy: 50 } }, { minimum: 1, maximum: 8 });
+        pool.on('error', () => undefined);
+        await pool.connect();
+        closers.push(() => pool.close());
+        return redisStore({ client: pool, ...options });
       }
       const client = await ioredis(url);
       closers.push(() => client.quit());

@@ -58,9 +58,23 @@ describe('larder/dashboard', () => {
     const stats = cache.stats();
     expect(app.counters).toMatchObject({ hits: stats.hits, misses: stats.misses, loads: stats.loads, loadErrors: 1, l2Hits: 1 });
     expect(app.namespaces).toEqual([
-      { namespace: 'users', counters: expect.objectContaining({ hits: 1, misses: 1, loads: 1 }) as unknown },
-      { namespace: null, counters: expect.objectContaining({ hits: 0, misses: 2, loads: 2, loadErrors: 1 }) as unknown },
+      {
+        namespace: 'users',
+        counters: expect.objectContaining({ hits: 1, misses: 1, loads: 1 }) as unknown,
+        latency: expect.objectContaining({ l2: expect.objectContaining({ count: 2 }) as unknown }) as unknown,
+      },
+      {
+        namespace: null,
+        counters: expect.objectContaining({ hits: 0, misses: 2, loads: 2, loadErrors: 1 }) as unknown,
+        latency: expect.objectContaining({ load: expect.objectContaining({ count: 2 }) as unknown }) as unknown,
+      },
     ]);
+    // Each row's own latency: the users namespace's loads, and the rest's.
+    const usersRow = app.namespaces[0]!;
+    expect(usersRow.latency.load.count).toBe(1);
+    expect(usersRow.latency.l2.p99).toBeGreaterThan(0);
+    expect(app.namespaces[1]!.latency.l2.count).toBe(stats.latency.l2.count - 2);
+    expect(app.store.pool).toBeNull();
     expect(app.latency.l2.count).toBe(stats.latency.l2.count);
     expect(app.latency.l2.counts).toEqual(stats.latency.l2.counts);
     expect(app.latency.l2.p50).toBeGreaterThan(0);

@@ -3,7 +3,7 @@
  * and a real Redis: loader spans (nested under the caller's span, parents of the loader's own
  * spans), Redis command spans, error status, key attributes, metrics, and `disable()`.
  */
-import { tracingChannel } from 'node:diagnostics_channel';
+import { channel, tracingChannel } from 'node:diagnostics_channel';
 import { context, trace, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
@@ -261,6 +261,10 @@ describe('larder/otel metrics', () => {
     expect(point(misses, { 'larder.cache': 'app', 'larder.namespace': 'users' })).toBe(1);
     expect(point(misses, { 'larder.cache': 'app' })).toBe(2);
     expect(point(metric(metrics, 'larder.cache.load_errors'), { 'larder.cache': 'app' })).toBe(1);
+    const refreshes = metric(metrics, 'larder.cache.refreshes');
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.refresh.reason': 'early' })).toBe(0);
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.refresh.reason': 'stale' })).toBe(0);
+    expect(point(refreshes, { 'larder.cache': 'app', 'larder.namespace': 'users', 'larder.refresh.reason': 'stale' })).toBe(0);
     expect(point(metric(metrics, 'larder.cache.l1.entries'), { 'larder.cache': 'local' })).toBe(1);
     expect(point(metric(metrics, 'larder.store.ready'), { 'larder.cache': 'app', 'larder.store': 'redis' })).toBe(1);
     expect(point(metric(metrics, 'larder.store.breaker.state'), { 'larder.cache': 'app', 'larder.store': 'redis' })).toBe(0);
@@ -273,14 +277,40 @@ describe('larder/otel metrics', () => {
       }),
     ).toBe(1);
 
-    // Load durations: one point per cache and outcome, in seconds, Larder's buckets.
+    // Load durations: one point per cache, listed namespace and outcome, in seconds, Larder's buckets.
     const loads = metric(metrics, 'larder.load.duration');
     expect(loads.descriptor.unit).toBe('s');
     const loadPoints = loads.dataPoints as DataPoint<Histogram>[];
-    const ok = loadPoints.find((p) => p.attributes['larder.cache'] === 'app' && p.attributes['error.type'] === undefined)!;
-    const failed = loadPoints.find((p) => p.attributes['larder.cache'] === 'app' && p.attributes['error.type'] === 'Error')!;
-    expect(ok.value.count).toBe(2);
+    const app = (p: DataPoint<Histogram>, namespace?: string) =>
+      p.attributes['larder.cache'] === 'app' && p.attributes['larder.namespace'] === namespace;
+    const ok = loadPoints.find((p) => app(p) && p.attributes['error.type'] === undefined)!;
+    const failed = loadPoints.find((p) => app(p) && p.attributes['error.type'] === 'Error')!;
+    const usersOk = loadPoints.find((p) => app(p, 'users') && p.attributes['error.type'] === undefined)!;
+    expect(ok.value.count).toBe(1);
     expect(failed.value.count).toBe(1);
+    expect(usersOk.value.count).toBe(1);
+
+    // Reads by tier, as Prometheus' larder_cache_get_duration_seconds: the same counts as stats().
+    const reads = metric(metrics, 'larder.cache.get.duration');
+    expect(reads.descriptor.unit).toBe('s');
+    expect(reads.dataPointType).toBe(DataPointType.HISTOGRAM);
+    const readPoints = reads.dataPoints as DataPoint<Histogram>[];
+    const readPoint = (attributes: Record<string, string>) => {
+      const found = readPoints.filter(
+        (p) =>
+          Object.keys(p.attributes).length === Object.keys(attributes).length &&
+          Object.entries(attributes).every(([k, v]) => p.attributes[k] === v),
+      );
+      expect(found).toHaveLength(1);
+      return found[0]!.value;
+    };
+    const usersReads = readPoint({ 'larder.cache': 'app', 'larder.namespace': 'users', 'larder.tier': 'l2' });
+    expect(usersReads.count).toBe(users.stats().latency.l2.count);
+    expect(usersReads.count).toBe(2);
+    expect(usersReads.buckets.boundaries[0]).toBe(0.00001);
+    expect(usersReads.sum).toBeCloseTo(users.stats().latency.l2.sum / 1_000, 9);
+    const restReads = readPoint({ 'larder.cache': 'app', 'larder.tier': 'l2' });
+    expect(restReads.count).toBe(cache.stats().latency.l2.count - 2);
     expect(ok.value.buckets.boundaries[0]).toBe(0.00001);
     expect(ok.value.sum).toBeLessThan(1);
     const commands = metric(metrics, 'db.client.operation.duration');
@@ -312,6 +342,28 @@ describe('larder/otel metrics', () => {
     )!;
     // One GET while enabled (users:1 above), none recorded after disable().
     expect(getsAfter.value.count).toBe(gets.value.count + 1);
+  });
+
+  it('records L1 reads in larder.cache.get.duration as sampled by stats(), and stops at disable()', async () => {
+    const reader = new TestReader();
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    onTestFinished(() => meterProvider.shutdown());
+    const cache = createCache({ namespace: uniqueNamespace('otel'), l1: {} });
+    onTestFinished(() => cache.close());
+    const handle = instrument({ meterProvider, caches: [{ cache, name: 'mem' }] });
+    expect(channel('larder:cache:read').hasSubscribers).toBe(true);
+    await cache.getOrSet('k', () => 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 640; i++) await cache.getOrSet('k', () => 1);
+    const { latency, l1Hits } = cache.stats();
+    expect(l1Hits).toBeGreaterThanOrEqual(600);
+    const metrics = (await reader.collect()).resourceMetrics.scopeMetrics.find((s) => s.scope.name === 'larder')!.metrics;
+    const points = metric(metrics, 'larder.cache.get.duration').dataPoints as DataPoint<Histogram>[];
+    const l1 = points.find((p) => p.attributes['larder.cache'] === 'mem' && p.attributes['larder.tier'] === 'l1')!;
+    expect(l1.value.count).toBe(latency.l1.count);
+    expect(l1.value.count).toBeGreaterThanOrEqual(9);
+    handle.disable();
+    expect(channel('larder:cache:read').hasSubscribers).toBe(false);
   });
 
   it('names spans after the observed cache', async () => {

@@ -64,7 +64,10 @@ async function scripted(): Promise<{ cache: Cache; users: Cache; clock: ManualCl
 }
 
 function checkHistogram(families: Map<string, Family>, family: string, labels: Record<string, string>): number[] {
-  const buckets = samples(families, family, labels, `${family}_bucket`);
+  // Exactly these labels (plus `le`): a namespace's series and the rest's are distinct.
+  const buckets = samples(families, family, labels, `${family}_bucket`).filter(
+    (b) => Object.keys(b.labels).length === Object.keys(labels).length + 1,
+  );
   expect(buckets.length).toBe(20);
   const les = buckets.map((b) => b.labels.le!);
   expect(les.at(-1)).toBe('+Inf');
@@ -128,14 +131,27 @@ describe('larder/prometheus', () => {
       expect(families.get(family)?.type).toBe('counter');
       expect(sum(family)).toBe(total[familyKey(family)]);
     }
+    // Refreshes by reason: the scripted one was a stale-while-revalidate.
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', reason: 'stale' })).toBe(1);
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', reason: 'early' })).toBe(0);
+    expect(sampleValue(families, 'larder_cache_refreshes_total', { cache: 'app', namespace: 'users', reason: 'stale' })).toBe(0);
+    expect(total).toMatchObject({ earlyRefreshes: 0, staleRefreshes: 1 });
     expect(sampleValue(families, 'larder_cache_evictions_total', { cache: 'app' })).toBe(0);
     expect(sampleValue(families, 'larder_cache_l1_entries', { cache: 'app' })).toBe(0);
     expect(sampleValue(families, 'larder_cache_l1_bytes', { cache: 'app' })).toBe(0);
 
     // Histograms: seconds, cumulative buckets, _sum and _count.
     expect(families.get('larder_cache_get_duration_seconds')?.type).toBe('histogram');
+    // The users namespace has its own series (its three reads); the unlabelled one has the rest.
     const l2 = checkHistogram(families, 'larder_cache_get_duration_seconds', { cache: 'app', tier: 'l2' });
-    expect(l2.at(-1)).toBe(total.latency.l2.count);
+    const usersL2 = checkHistogram(families, 'larder_cache_get_duration_seconds', {
+      cache: 'app',
+      namespace: 'users',
+      tier: 'l2',
+    });
+    expect(own.latency.l2.count).toBe(3);
+    expect(usersL2.at(-1)).toBe(3);
+    expect(l2.at(-1)).toBe(total.latency.l2.count - 3);
     expect(total.latency.l2.count).toBeGreaterThanOrEqual(9);
     expect(
       sampleValue(
@@ -144,10 +160,12 @@ describe('larder/prometheus', () => {
         { cache: 'app', tier: 'l2' },
         'larder_cache_get_duration_seconds_sum',
       ),
-    ).toBeCloseTo(total.latency.l2.sum / 1_000, 9);
+    ).toBeCloseTo((total.latency.l2.sum - own.latency.l2.sum) / 1_000, 9);
     checkHistogram(families, 'larder_cache_get_duration_seconds', { cache: 'app', tier: 'l1' });
     const loads = checkHistogram(families, 'larder_cache_load_duration_seconds', { cache: 'app' });
-    expect(loads.at(-1)).toBe(total.latency.load.count);
+    const usersLoads = checkHistogram(families, 'larder_cache_load_duration_seconds', { cache: 'app', namespace: 'users' });
+    expect(usersLoads.at(-1)).toBe(1);
+    expect(loads.at(-1)).toBe(total.latency.load.count - 1);
     const commands = checkHistogram(families, 'larder_store_command_duration_seconds', { cache: 'app', store: 'redis' });
     expect(commands.at(-1)).toBeGreaterThanOrEqual(10);
 

@@ -148,7 +148,12 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
       it('sets the TTL on keys written by getOrSetMany and by its background refresh, within bounds', async () => {
         const cache = await make({ ttl: 300, grace: 10_000, jitter: 0.1, earlyRefresh: false });
         const keys = Array.from({ length: 20 }, (_, i) => `b${i}`);
-        const ttlsOf = () => Promise.all(keys.map((k) => h.raw.ttl(`${cache.prefix}${k}`)));
+        // Writes land after the callers are answered: read the TTLs once none is in flight (a
+        // client pool sends them on another connection than the one the inspector's read follows).
+        const ttlsOf = async () => {
+          await eventually(() => cache.store.status().pending === 0, 5_000, 'writes in flight');
+          return Promise.all(keys.map((k) => h.raw.ttl(`${cache.prefix}${k}`)));
+        };
         await sleep(2);
         let started = Date.now();
         await cache.getOrSetMany(keys, (missing) => missing.map((k) => `v1 ${k}`));
