@@ -21,6 +21,21 @@ function total(counts: readonly number[]): number {
   return counts.reduce((a, b) => a + b, 0);
 }
 
+/** A cache on a manual clock whose entries are due for an early refresh past half their 1 s TTL. */
+function refreshingCache(): { clock: ManualClock; cache: Cache; users: Cache } {
+  const clock = new ManualClock();
+  const cache = createCache({
+    namespace: uniqueNamespace('obs'),
+    store: redisStore({ client }),
+    ttl: 1_000,
+    grace: 60_000,
+    jitter: 0,
+    clock,
+    earlyRefresh: { ahead: 0.5, beta: 0 },
+  });
+  return { clock, cache, users: cache.namespace('users') };
+}
+
 describe('instrumentation', () => {
   it('counts per cache and per namespace, and fills the latency histograms', async () => {
     const cache = createCache({ namespace: uniqueNamespace('obs'), store: redisStore({ client }) });
@@ -51,17 +66,7 @@ describe('instrumentation', () => {
   });
 
   it('counts early refreshes (before expiry) and stale refreshes (past fresh) apart; refreshes is their sum', async () => {
-    const clock = new ManualClock();
-    const cache = createCache({
-      namespace: uniqueNamespace('obs'),
-      store: redisStore({ client }),
-      ttl: 1_000,
-      grace: 60_000,
-      jitter: 0,
-      clock,
-      earlyRefresh: { ahead: 0.5, beta: 0 },
-    });
-    const users = cache.namespace('users');
+    const { clock, cache, users } = refreshingCache();
     const reasons: string[] = [];
     cache.on('refresh', (event) => reasons.push(event.reason));
     let version = 0;
@@ -85,17 +90,7 @@ describe('instrumentation', () => {
   });
 
   it('counts getOrSetMany batch refreshes by reason too: stale past fresh, early before expiry', async () => {
-    const clock = new ManualClock();
-    const cache = createCache({
-      namespace: uniqueNamespace('obs'),
-      store: redisStore({ client }),
-      ttl: 1_000,
-      grace: 60_000,
-      jitter: 0,
-      clock,
-      earlyRefresh: { ahead: 0.5, beta: 0 },
-    });
-    const users = cache.namespace('users');
+    const { clock, cache, users } = refreshingCache();
     let version = 0;
     const loader = (keys: string[]) => keys.map((k) => `${k}${++version}`);
     await users.getOrSetMany(['a', 'b'], loader);

@@ -342,19 +342,6 @@ function resolveLock(value: LockOptions | false | undefined, base: ResolvedEntry
 export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOptionsInput | undefined): ResolvedEntryOptions {
   if (input === undefined) return base;
   const { ttl, jitter, grace, negativeTtl, timeout, hardTimeout, failSafeBackoff, earlyRefresh, lock } = input;
-  if (
-    ttl === undefined &&
-    jitter === undefined &&
-    grace === undefined &&
-    negativeTtl === undefined &&
-    timeout === undefined &&
-    hardTimeout === undefined &&
-    failSafeBackoff === undefined &&
-    earlyRefresh === undefined &&
-    lock === undefined
-  ) {
-    return base;
-  }
   const onlyTtl =
     jitter === undefined &&
     grace === undefined &&
@@ -364,6 +351,7 @@ export function resolveEntryOptions(base: ResolvedEntryOptions, input: EntryOpti
     failSafeBackoff === undefined &&
     earlyRefresh === undefined &&
     lock === undefined;
+  if (onlyTtl && ttl === undefined) return base;
   // A per-call TTL is the common case (`{ ttl }` on every call): resolved once per value, not on
   // every call (an L1 hit costs little more than resolving options would).
   const byTtl = onlyTtl ? ttlResolutions(base) : undefined;
