@@ -68,7 +68,9 @@ describe.each(DRIVERS)('a cache on the cluster over %s', (driver) => {
     const { cache } = await cacheOn(driver);
     const keys = Array.from({ length: 100 }, (_, i) => `user:${i}`);
     const slots = slotsOf(cache.prefix, keys);
-    expect(slots).toBeGreaterThan(90);
+    // Spread over 90 slots or more, not always 100: CRC16 is linear, so for about 1 random prefix
+    // in 100 some of the ten one-digit keys land on the slots of two-digit ones (never more).
+    expect(slots).toBeGreaterThanOrEqual(90);
 
     const set = await countCommands(() => cache.setMany(keys.map((key, i) => ({ key, value: { i } }))));
     expect(set.set).toBe(100);
