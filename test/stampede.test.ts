@@ -1,39 +1,14 @@
 /**
  * No stampede across processes: K processes missing one key at once run its loader once.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nodeRedis, REDIS_URL, uniqueNamespace } from './helpers/redis.js';
+import { killWorkers, startWorker, type Worker } from './helpers/workers.js';
 
-interface Worker {
-  child: ChildProcess;
-  lines: AsyncIterator<string>;
-  next(): Promise<string>;
-}
+afterEach(killWorkers);
 
-const workers: Worker[] = [];
-afterEach(() => {
-  for (const w of workers.splice(0)) w.child.kill('SIGKILL');
-});
-
-function startWorker(env: Record<string, string>): Worker {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/stampede-worker.ts'], {
-    env: { ...process.env, REDIS_URL, ...env },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const worker: Worker = {
-    child,
-    lines,
-    next: async () => {
-      const { value, done } = await lines.next();
-      if (done === true) throw new Error('worker exited');
-      return value;
-    },
-  };
-  workers.push(worker);
-  return worker;
+function stampedeWorker(env: Record<string, string>): Worker {
+  return startWorker('test/fixtures/stampede-worker.ts', { REDIS_URL, ...env });
 }
 
 interface Report {
@@ -44,9 +19,9 @@ interface Report {
 describe('stampede across processes', () => {
   it('4 processes x 250 concurrent misses on one cold key: exactly 1 loader call', async () => {
     const namespace = uniqueNamespace('stampede');
-    const fleet = Array.from({ length: 4 }, () => startWorker({ NAMESPACE: namespace, CALLS: '250' }));
+    const fleet = Array.from({ length: 4 }, () => stampedeWorker({ NAMESPACE: namespace, CALLS: '250' }));
     for (const w of fleet) expect(await w.next()).toBe('ready');
-    for (const w of fleet) w.child.stdin!.write('go\n');
+    for (const w of fleet) w.child.stdin.write('go\n');
     const reports = (await Promise.all(fleet.map((w) => w.next()))).map((line) => JSON.parse(line) as Report);
     const redis = await nodeRedis();
     const calls = Number(await redis.get(`${namespace}:loader-calls`));
@@ -60,9 +35,9 @@ describe('stampede across processes', () => {
   it('a lease holder killed mid-load blocks nobody past the lock TTL; at most 2 loader calls (default lock options)', async () => {
     const namespace = uniqueNamespace('stampede-kill');
     const lockTtl = 2_000; // the default
-    const fleet = Array.from({ length: 4 }, () => startWorker({ NAMESPACE: namespace, CALLS: '250', HANG_FIRST: '1' }));
+    const fleet = Array.from({ length: 4 }, () => stampedeWorker({ NAMESPACE: namespace, CALLS: '250', HANG_FIRST: '1' }));
     for (const w of fleet) expect(await w.next()).toBe('ready');
-    for (const w of fleet) w.child.stdin!.write('go\n');
+    for (const w of fleet) w.child.stdin.write('go\n');
     // The holder prints "holding" when its loader starts; it has renewed its lease a few times
     // when it is killed, mid-load.
     const firstLines = fleet.map((w) => w.next().then((line) => ({ w, line })));

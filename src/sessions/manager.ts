@@ -23,7 +23,7 @@ import { SessionEmitter, type RevokeReason, type SecurityEvent, type SessionEven
 import { KeyLayout, userRef, type SessionRef, type UserRef } from './keys.js';
 import { MemorySessionBackend } from './memory-backend.js';
 import { resolveOptions, type ResolvedSessionOptions, type SessionOptions, type SessionSettings } from './options.js';
-import type { SessionBackend, SessionRecord } from './record.js';
+import type { SessionBackend, SessionRecord, Tombstone } from './record.js';
 import { RedisSessionBackend } from './redis-backend.js';
 import { constantTimeEqual, formatToken, hashSecret, isSessionId, newId, newSecret, parseToken, secretMatches } from './token.js';
 
@@ -346,8 +346,8 @@ export class SessionManager<D extends object = Record<string, unknown>> {
       return { valid: false, reason: 'malformed' };
     }
     const now = this.#options.clock.now();
-    const record = await this.#call('validate', () => this.#backend.read(parsed, now));
-    if (record === undefined) return this.#missing(parsed, now, ip);
+    const { record, tombstone } = await this.#call('validate', () => this.#backend.lookup(parsed, now));
+    if (record === undefined) return this.#missing(parsed, tombstone, now, ip);
     if (!secretMatches(parsed.secret, record.hash)) {
       this.#invalid('mismatch', parsed.id, ip);
       return { valid: false, reason: 'unknown' };
@@ -392,8 +392,12 @@ export class SessionManager<D extends object = Record<string, unknown>> {
    * for its own secret only), a revoked or rotated-away one (its tombstone is marked: refused as
    * unknown, but a stale cookie, not a guess), or an unknown token.
    */
-  async #missing(parsed: SessionRef & { secret: string }, now: number, ip: string | undefined): Promise<ValidationResult<D>> {
-    const grave = await this.#call('validate', () => this.#backend.tombstone(parsed, now));
+  async #missing(
+    parsed: SessionRef & { secret: string },
+    grave: Tombstone | undefined,
+    now: number,
+    ip: string | undefined,
+  ): Promise<ValidationResult<D>> {
     if (grave === undefined) {
       this.#invalid('unknown', parsed.id, ip);
       return { valid: false, reason: 'unknown' };

@@ -19,11 +19,11 @@ import {
   type CreateOutcome,
   type EndedBy,
   type ListedRecord,
+  type Lookup,
   type RotateInput,
   type RotateOutcome,
   type SessionBackend,
   type SessionRecord,
-  type Tombstone,
   type TouchInput,
   type TouchOutcome,
   type UpdateInput,
@@ -158,11 +158,15 @@ export class MemorySessionBackend implements SessionBackend {
     return entry === undefined ? undefined : recordFrom(ref, new Map(entry.fields));
   }
 
-  async tombstone(ref: SessionRef, now: number): Promise<Tombstone | undefined> {
+  async lookup(ref: SessionRef, now: number): Promise<Lookup> {
     const grave = this.#grave(ref, now);
-    return grave === undefined
-      ? undefined
-      : { hash: grave.hash, userId: grave.userId, uref: grave.uref, reported: grave.reported, ended: grave.ended };
+    return {
+      record: await this.read(ref),
+      tombstone:
+        grave === undefined
+          ? undefined
+          : { hash: grave.hash, userId: grave.userId, uref: grave.uref, reported: grave.reported, ended: grave.ended },
+    };
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {

@@ -187,11 +187,21 @@ export interface UpdateOutcome {
 }
 export type RotateOutcome = 'ok' | 'gone' | 'rotated' | 'collision';
 
+/** A token's record and tombstone, read together (see `SessionBackend.lookup`). */
+export interface Lookup {
+  readonly record: SessionRecord | undefined;
+  readonly tombstone: Tombstone | undefined;
+}
+
 export interface SessionBackend {
   /** The record, or `undefined`. Never writes. */
   read(ref: SessionRef, now: number): Promise<SessionRecord | undefined>;
-  /** The session's tombstone while it lasts (until the absolute deadline), or `undefined`. Never writes. */
-  tombstone(ref: SessionRef, now: number): Promise<Tombstone | undefined>;
+  /**
+   * The record and the session's tombstone (kept until the absolute deadline), read together: one
+   * round trip on Redis, so a token whose session is gone (or never was) is answered as fast as a
+   * live one with a wrong secret, and validate's timing does not tell them apart. Never writes.
+   */
+  lookup(ref: SessionRef, now: number): Promise<Lookup>;
   create(input: CreateInput): Promise<CreateOutcome>;
   /** Renews last-seen and TTL only if the session exists and is due; prunes the user's index. */
   touch(input: TouchInput): Promise<TouchOutcome>;

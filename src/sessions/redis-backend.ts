@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { LuaScript, type RedisStore } from '../stores/redis-store.js';
+import { LuaScript, throwFirstError, type RedisStore } from '../stores/redis-store.js';
 import type { RedisArg } from '../stores/redis-driver.js';
 import { KeyLayout, type SessionRef, type UserRef } from './keys.js';
 import {
@@ -20,11 +20,11 @@ import {
   type CreateInput,
   type CreateOutcome,
   type ListedRecord,
+  type Lookup,
   type RotateInput,
   type RotateOutcome,
   type SessionBackend,
   type SessionRecord,
-  type Tombstone,
   type TouchInput,
   type TouchOutcome,
   type UpdateInput,
@@ -361,13 +361,22 @@ export class RedisSessionBackend implements SessionBackend {
     return fields.size === 0 ? undefined : recordFrom(ref, fields);
   }
 
-  async tombstone(ref: SessionRef): Promise<Tombstone | undefined> {
-    const key = this.#keys.tombstone(ref);
-    const reply = await this.#store.run(() => this.#store.driver.send(['HGETALL', key], key, false), {
-      command: 'HGETALL',
-      keys: [key],
-    });
-    return tombstoneFrom(fieldMap(reply));
+  async lookup(ref: SessionRef): Promise<Lookup> {
+    // Both keys carry the token's hash tag: one slot, one pipeline, one round trip.
+    const keys = [this.#keys.session(ref), this.#keys.tombstone(ref)];
+    const [session, grave] = await this.#store.run(
+      async () =>
+        throwFirstError(
+          await this.#store.driver.batch(
+            keys.map((key) => ['HGETALL', key]),
+            keys,
+            false,
+          ),
+        ),
+      { command: 'HGETALL', keys },
+    );
+    const fields = fieldMap(session);
+    return { record: fields.size === 0 ? undefined : recordFrom(ref, fields), tombstone: tombstoneFrom(fieldMap(grave)) };
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {

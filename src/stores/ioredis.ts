@@ -181,7 +181,14 @@ class IoredisDriver implements RedisDriver {
   }
 
   async batch(commands: readonly RedisCommand[], keys: readonly string[], binary: boolean): Promise<unknown[]> {
-    if (!this.cluster) return this.#pipeline(commands, binary, false);
+    if (!this.cluster) {
+      // With auto-pipelining, commands issued in one tick already share a socket write, and a
+      // pipeline object per batch would cost more than it saves (it bypasses that queue).
+      if (this.#client.options.enableAutoPipelining === true) {
+        return Promise.all(commands.map((command) => this.send(command, undefined, binary).catch((error: unknown) => error)));
+      }
+      return this.#pipeline(commands, binary, false);
+    }
     return this.#perNode(commands, keys.map(slotOf), binary);
   }
 

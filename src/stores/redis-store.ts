@@ -639,7 +639,8 @@ function isNoScript(reply: unknown): boolean {
   return reply instanceof Error && reply.message.startsWith('NOSCRIPT');
 }
 
-function throwFirstError(replies: unknown[]): unknown[] {
+/** The replies of a batch, or its first error reply thrown (inside `run`, so the breaker sees it). */
+export function throwFirstError(replies: unknown[]): unknown[] {
   for (const reply of replies) if (reply instanceof Error) throw reply;
   return replies;
 }

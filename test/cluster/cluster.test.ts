@@ -4,8 +4,7 @@
  * trips are counted with `INFO commandstats` on the masters, not timed. Also: the pub/sub modes
  * on a single Redis, where `auto` means classic.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache, type CacheOptions } from '../../src/index.js';
@@ -16,6 +15,7 @@ import type { RedisStore } from '../../src/stores/redis-store.js';
 import { slotOf } from '../../src/stores/slot.js';
 import { CLUSTER_SCRIPT, startCluster, type LocalCluster } from '../helpers/cluster.js';
 import { eventually, ioredis, nodeRedis, uniqueNamespace } from '../helpers/redis.js';
+import { killWorkers, startWorker } from '../helpers/workers.js';
 import { closeClients, clusterStore, DRIVERS, type Driver } from './clients.js';
 
 let cluster: LocalCluster;
@@ -313,29 +313,20 @@ describe.each(DRIVERS)('pub/sub modes on a single Redis over %s', (driver) => {
 });
 
 describe('stampede across processes on the cluster', () => {
-  const workers: ChildProcess[] = [];
-  afterEach(() => {
-    for (const w of workers.splice(0)) w.kill('SIGKILL');
-  });
+  afterEach(killWorkers);
 
   it('4 processes (2 node-redis, 2 ioredis) x 100 misses on one cold key: exactly 1 loader call', async () => {
     const namespace = uniqueNamespace('cstampede');
-    const fleet = (['redis', 'ioredis', 'redis', 'ioredis'] as const).map((driver) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/cluster-stampede-worker.ts'], {
-        env: { ...process.env, DRIVER: driver, NODES: cluster.ports.slice(0, 3).join(','), NAMESPACE: namespace, CALLS: '100' },
-        stdio: ['pipe', 'pipe', 'inherit'],
-      });
-      workers.push(child);
-      const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-      return {
-        child,
-        next: async () => {
-          const { value, done } = await lines.next();
-          if (done === true) throw new Error('worker exited');
-          return value;
-        },
-      };
-    });
+    const nodes = cluster.ports.slice(0, 3).join(',');
+    const fleet = (['redis', 'ioredis', 'redis', 'ioredis'] as const).map((driver) =>
+      startWorker('test/fixtures/stampede-worker.ts', {
+        DRIVER: driver,
+        NODES: nodes,
+        NAMESPACE: namespace,
+        CALLS: '100',
+        LOCK_WAIT: '30000',
+      }),
+    );
     for (const w of fleet) expect(await w.next()).toBe('ready');
     for (const w of fleet) w.child.stdin.write('go\n');
     const reports = (await Promise.all(fleet.map((w) => w.next()))).map(

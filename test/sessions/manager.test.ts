@@ -695,11 +695,11 @@ describe.each(DRIVERS)('session manager over %s', (driver: Driver) => {
   });
 
   it('C.11 token guessing: 10^6 random well-formed tokens and one-character flips of a live one never validate', async () => {
-    // Every guess goes through validate(): its session read, then (no session) its tombstone read,
-    // two HGETALLs on Redis. Measured on the 2-core dev machine, Redis on the same host, 200 in
-    // flight, with another process busy on one core: memory ~3 s, node-redis 8-12 s, ioredis
-    // 19-27 s with auto-pipelining (~30 s without, its default: one socket write per command),
-    // hence the option here. The test timeout leaves room for a busier CI box.
+    // Every guess goes through validate(): its session and tombstone reads, two HGETALLs in one
+    // round trip on Redis. Measured on the 2-core dev machine, Redis on the same host, 200 in
+    // flight: memory ~5 s, node-redis ~13 s, ioredis ~37 s with auto-pipelining (45 s when the
+    // two reads were two round trips), hence the option here. The test timeout leaves room for
+    // a busier CI box.
     // A generous command timeout: a stall of the (shared) machine must not fail the count.
     const guessStore =
       driver === 'memory'
