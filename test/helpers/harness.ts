@@ -12,8 +12,11 @@ import type { Clock } from '../../src/core/clock.js';
 import { createClientPool } from 'redis';
 import { ioredis, nodeRedis, REDIS_URL } from './redis.js';
 
-/** `redis-pool`: node-redis through a `createClientPool()` pool. */
-export type DriverName = 'memory' | 'redis' | 'redis-pool' | 'ioredis';
+/**
+ * `redis-pool`: node-redis through a `createClientPool()` pool; `ioredis-auto`: ioredis with
+ * `enableAutoPipelining` (batches then go through its queue, not a pipeline object).
+ */
+export type DriverName = 'memory' | 'redis' | 'redis-pool' | 'ioredis' | 'ioredis-auto';
 
 export interface RawAccess {
   get(key: string): Promise<Buffer | undefined>;
@@ -68,7 +71,7 @@ export async function harness(driver: DriverName, url = REDIS_URL): Promise<Harn
         closers.push(() => pool.close());
         return redisStore({ client: pool, ...options });
       }
-      const client = await ioredis(url);
+      const client = await ioredis(url, { enableAutoPipelining: driver === 'ioredis-auto' });
       closers.push(() => client.quit());
       return ioredisStore({ client, ...options });
     },
