@@ -159,9 +159,11 @@ export class MemorySessionBackend implements SessionBackend {
   }
 
   async lookup(ref: SessionRef, now: number): Promise<Lookup> {
+    const record = await this.read(ref);
+    if (record !== undefined) return { record };
     const grave = this.#grave(ref, now);
     return {
-      record: await this.read(ref),
+      record: undefined,
       tombstone:
         grave === undefined
           ? undefined

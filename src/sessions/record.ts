@@ -188,10 +188,10 @@ export interface UpdateOutcome {
 export type RotateOutcome = 'ok' | 'gone' | 'rotated' | 'collision';
 
 /** A token's record and tombstone, read together (see `SessionBackend.lookup`). */
-export interface Lookup {
-  readonly record: SessionRecord | undefined;
-  readonly tombstone: Tombstone | undefined;
-}
+export type Lookup =
+  | { readonly record: SessionRecord; readonly tombstone?: undefined }
+  // The tombstone is only decoded when there is no record: a live session never needs it.
+  | { readonly record: undefined; readonly tombstone: Tombstone | undefined };
 
 export interface SessionBackend {
   /** The record, or `undefined`. Never writes. */

@@ -376,7 +376,9 @@ export class RedisSessionBackend implements SessionBackend {
       { command: 'HGETALL', keys },
     );
     const fields = fieldMap(session);
-    return { record: fields.size === 0 ? undefined : recordFrom(ref, fields), tombstone: tombstoneFrom(fieldMap(grave)) };
+    const record = fields.size === 0 ? undefined : recordFrom(ref, fields);
+    if (record !== undefined) return { record };
+    return { record: undefined, tombstone: tombstoneFrom(fieldMap(grave)) };
   }
 
   async create(input: CreateInput): Promise<CreateOutcome> {

@@ -2,11 +2,13 @@
  * Child processes that speak in lines: a test starts a fixture, reads what it prints one line at
  * a time, and writes commands to its stdin. Every worker started is killed by `killWorkers()`.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
 
 export interface Worker {
-  readonly child: ChildProcessWithoutNullStreams;
+  /** stdin and stdout are pipes; stderr goes to the test's own. */
+  readonly child: ChildProcessByStdio<Writable, Readable, null>;
   /** The next line the worker prints; rejects when it exits first. */
   next(): Promise<string>;
 }
@@ -18,7 +20,7 @@ export function startWorker(fixture: string, env: Record<string, string>): Worke
   const child = spawn(process.execPath, ['--import', 'tsx', fixture], {
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'inherit'],
-  }) as unknown as ChildProcessWithoutNullStreams;
+  });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const worker: Worker = {
     child,
