@@ -78,12 +78,47 @@ export const PLACEHOLDER_PREFIX = `${FORMAT}p,`;
 
 // --- header -----------------------------------------------------------------------------------
 
+/** 36^4: splits a timestamp into two small integers (see {@link time}). */
+const BASE36_LOW = 36 ** 4;
+
+/**
+ * A time in ms as base 36. A timestamp is past the small-integer range, and V8's `toString(36)`
+ * of such a number takes its general floating-point path (about 200 ns, three per write);
+ * printing its high and low halves as small integers gives the same digits in a quarter of that.
+ */
 function time(ms: number): string {
-  return ms === Infinity ? '' : Math.round(ms).toString(36);
+  if (ms === Infinity) return '';
+  const whole = Math.round(ms);
+  const high = Math.floor(whole / BASE36_LOW);
+  const low = whole - high * BASE36_LOW;
+  return high <= 0 ? whole.toString(36) : high.toString(36) + low.toString(36).padStart(4, '0');
 }
 
-function parseTime(text: string): number {
-  return text === '' ? Infinity : parseInt(text, 36);
+/**
+ * The number written in base 36 (lowercase, optionally negative) in `text` from `from` to `to`;
+ * `NaN` when the range is empty or holds anything else. Reading the digits in place spares the
+ * substring and the `parseInt` per field, a third of a header's parse.
+ */
+function base36(text: string, from: number, to: number): number {
+  let sign = 1;
+  if (from < to && text.charCodeAt(from) === 45 /* - */) {
+    sign = -1;
+    from++;
+  }
+  if (from >= to) return NaN;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    const digit = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+    if (digit < 0) return NaN;
+    n = n * 36 + digit;
+  }
+  return sign * n;
+}
+
+/** A time written by {@link time}: empty is `Infinity`. */
+function parseTime(text: string, from: number, to: number): number {
+  return from === to ? Infinity : base36(text, from, to);
 }
 
 /** The header line of an entry, newline included; `codec` is passed apart to spare a copy of the header. */
@@ -110,10 +145,10 @@ function parseHeader(line: string, size: number): { -readonly [K in keyof Entry]
   const i5 = line.indexOf(',', i4 + 1);
   const i6 = line.indexOf(',', i5 + 1);
   if (i1 < 0 || i2 < 0 || i3 < 0 || i4 < 0 || i5 < 0 || i6 < 0) return undefined;
-  const createdAt = parseTime(line.slice(i1 + 1, i2));
-  const freshUntil = parseTime(line.slice(i2 + 1, i3));
-  const staleUntil = parseTime(line.slice(i3 + 1, i4));
-  const loadMs = parseInt(line.slice(i4 + 1, i5), 36);
+  const createdAt = parseTime(line, i1 + 1, i2);
+  const freshUntil = parseTime(line, i2 + 1, i3);
+  const staleUntil = parseTime(line, i3 + 1, i4);
+  const loadMs = base36(line, i4 + 1, i5);
   if (Number.isNaN(createdAt) || Number.isNaN(freshUntil) || Number.isNaN(staleUntil) || Number.isNaN(loadMs)) {
     return undefined;
   }

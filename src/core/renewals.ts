@@ -47,13 +47,16 @@ export class Renewals {
       // Renewal alone must not keep a process alive.
       this.#timer.unref();
     }
-    return () => {
-      this.#held.delete(held);
-      if (this.#held.size === 0) this.stop();
-    };
+    // The timer stops at its first tick with nothing held, not here: most loads end within a
+    // tick, and arming and clearing an interval per miss would cost more than the renewal.
+    return () => this.#held.delete(held);
   }
 
   #renew(): void {
+    if (this.#held.size === 0) {
+      this.stop();
+      return;
+    }
     const now = this.#clock.now();
     const due: ConditionalExpire[] = [];
     for (const held of this.#held) {
