@@ -9,9 +9,9 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import { createClient, createCluster } from 'redis';
-import { createCache, type Cache } from '../src/index.js';
-import { ioredisStore } from '../src/stores/ioredis.js';
-import { redisStore } from '../src/stores/redis.js';
+import { createCache, type Cache } from 'larder';
+import { ioredisStore } from 'larder/ioredis';
+import { redisStore } from 'larder/redis';
 import { startCluster } from '../test/helpers/cluster.js';
 import { startRedis } from '../test/helpers/redis-server.js';
 import { compare, fmt, ratio, sampleValue, table } from './harness.js';

@@ -11,8 +11,8 @@ import KeyvRedis from '@keyv/redis';
 import { Redis } from 'ioredis';
 import { Keyv } from 'keyv';
 import { createClient } from 'redis';
-import { createCache } from '../src/index.js';
-import { redisStore } from '../src/stores/redis.js';
+import { createCache } from 'larder';
+import { redisStore } from 'larder/redis';
 
 export type Library = 'larder' | 'bentocache' | 'cache-manager';
 export const LIBRARIES: readonly Library[] = ['larder', 'bentocache', 'cache-manager'];

@@ -6,9 +6,9 @@
  */
 import { createClient } from 'redis';
 import { Redis } from 'ioredis';
-import { createCache, type Cache } from '../src/index.js';
-import { ioredisStore } from '../src/stores/ioredis.js';
-import { redisStore } from '../src/stores/redis.js';
+import { createCache, type Cache } from 'larder';
+import { ioredisStore } from 'larder/ioredis';
+import { redisStore } from 'larder/redis';
 import { compare, fmt, ratio, sampleValue, table } from './harness.js';
 
 interface Client {

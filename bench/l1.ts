@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { LRUCache } from 'lru-cache';
-import { MemoryTier, type EvictionPolicy } from '../src/tiers/memory-tier.js';
+import { MemoryTier, type EvictionPolicy } from '../dist/tiers/memory-tier.js';
 import { contender } from './contenders.js';
 import { compare, fmt, ratio, sampleValue, table } from './harness.js';
 import { scanTrace, zipfTrace } from './traces.js';

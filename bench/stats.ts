@@ -16,11 +16,11 @@ import { Registry } from 'prom-client';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createClient } from 'redis';
-import { Histogram } from '../src/core/metrics.js';
-import { createCache, type Cache } from '../src/index.js';
-import { instrumentLarder } from '../src/observability/otel.js';
-import { registerLarderMetrics } from '../src/observability/prometheus.js';
-import { redisStore } from '../src/stores/redis.js';
+import { Histogram } from '../dist/core/metrics.js';
+import { createCache, type Cache } from 'larder';
+import { instrumentLarder } from 'larder/otel';
+import { registerLarderMetrics } from 'larder/prometheus';
+import { redisStore } from 'larder/redis';
 import { fmt, sampleValue, table, type RunOptions } from './harness.js';
 
 interface Contender {

@@ -8,8 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createClient } from 'redis';
-import { createCache } from '../src/index.js';
-import { redisStore } from '../src/stores/redis.js';
+import { createCache } from 'larder';
+import { redisStore } from 'larder/redis';
 import { table } from './harness.js';
 
 function quantile(values: number[], q: number): number {

@@ -666,17 +666,22 @@ export class Cache {
     }
     const flight = core.flights.start<T>(fullKey, (started) => {
       const job = this.#job(started, userKey, loader, options, opts, codec, forceFresh);
-      return read.state === 'leased' ? this.#loadLeased(job, read.lease) : this.#resolve(job, read, forceFresh);
+      if (read.state === 'leased') return this.#loadMissed(job, read.lease);
+      if (read === ABSENT && opts.lock === false) return this.#loadMissed(job, undefined);
+      return this.#resolve(job, read, forceFresh);
     });
     shared.flight = flight;
     return flight.join(signal);
   }
 
-  /** The common miss: the read itself took the lease, so load and write, nothing else. */
-  async #loadLeased<T>(job: Job<T>, lease: Lease): Promise<T> {
+  /**
+   * The common miss, load and write, nothing else: the read itself took the `lease`, or there
+   * are no leases (`lock: false`, `undefined`) and the key was absent.
+   */
+  async #loadMissed<T>(job: Job<T>, lease: Lease | undefined): Promise<T> {
     try {
       this.#miss(job.key);
-      return (await this.#load(job, { expect: lease.prefix, lease, stale: undefined })).value;
+      return (await this.#load(job, { expect: lease?.prefix, lease, stale: undefined })).value;
     } finally {
       job.flight.release();
     }

@@ -167,6 +167,9 @@ function setCommand(key: string, value: Wire, ttl: number): RedisCommand {
   return ttl === Infinity ? ['SET', key, v] : ['SET', key, v, 'PX', px(ttl)];
 }
 
+/** Drops a reply nobody reads (`OK`), without an `async` frame around the command. */
+function toVoid(): void {}
+
 function nullToUndefined(reply: unknown): Wire | undefined {
   return reply === null || reply === undefined ? undefined : (reply as Wire);
 }
@@ -385,8 +388,8 @@ export class RedisStore implements Store {
     return replies.map(nullToUndefined);
   }
 
-  async set(key: string, value: Wire, ttl: number): Promise<void> {
-    await this.#send(setCommand(key, value, ttl), key, false);
+  set(key: string, value: Wire, ttl: number): Promise<void> {
+    return this.#send(setCommand(key, value, ttl), key, false, toVoid);
   }
 
   async setMany(writes: readonly StoreWrite[]): Promise<void> {
