@@ -552,10 +552,12 @@ export class Cache {
   /**
    * Reads and classifies a key for the callers sharing `shared`, then hands them the answer; what
    * is done once per read (latency, the lease-first heuristic, the L1 fill, the early refresh
-   * check) is done here. Never rejects: a store failure is the `error` state. As `owner`, it also
-   * answers the caller that started the read, without a signal (one async frame for the whole
-   * hit, where awaiting the read in another costs a tenth of the hit's overhead); otherwise the
-   * caller that started it waits as a joiner.
+   * check) is done here. A store failure is the `error` state, not a rejection.
+   *
+   * As `owner`, it also answers the caller that started the read (one without a signal): one
+   * async frame for the whole hit. Awaiting this read from a second frame cost about 0.5 µs of
+   * client CPU per hit, a third of what Larder added to a raw `GET`. Otherwise (`owner: false`)
+   * that caller waits as a joiner, and this never rejects.
    */
   #readKey<T>(
     shared: SharedRead,

@@ -12,6 +12,7 @@ import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resil
 import { commandTrace } from '../core/diagnostics.js';
 import { Histogram } from '../core/metrics.js';
 import { Deadlines } from '../resilience/deadlines.js';
+import { ReadBatcher } from './read-batch.js';
 import {
   settlesWithin,
   type DriverSubscriber,
@@ -190,6 +191,11 @@ export class RedisStore implements Store {
   readonly #channels: Record<PubSubKind, Map<string, ChannelEntry>> = { classic: new Map(), sharded: new Map() };
   #shardedUnsupported = false;
   #closed = false;
+  /**
+   * Coalesces concurrent reads into `MGET`s; not on a cluster, where the keys of one tick fall
+   * on as many slots, so an `MGET` per slot would be a `GET` per key with extra work.
+   */
+  readonly #reads: ReadBatcher | undefined;
 
   constructor(driver: RedisDriver, options: RedisConnectionOptions) {
     this.name = driver.name;
@@ -217,6 +223,14 @@ export class RedisStore implements Store {
       options.metrics === false ? undefined : new Histogram(),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
+    this.#reads = driver.cluster
+      ? undefined
+      : new ReadBatcher({
+          one: (key, binary) => this.#getOne(key, binary),
+          many: (keys, binary) => this.#getBatch(keys, binary),
+          busy: () => this.#deadlines.pending > 0,
+          refused: (error) => error instanceof StoreError && error.reply,
+        });
   }
 
   watchBreaker(listener: (state: BreakerState) => void): () => void {
@@ -365,9 +379,20 @@ export class RedisStore implements Store {
   }
 
   get(key: string, binary: boolean): Promise<Wire | undefined> {
+    return this.#reads === undefined ? this.#getOne(key, binary) : this.#reads.get(key, binary);
+  }
+
+  #getOne(key: string, binary: boolean): Promise<Wire | undefined> {
     if (commandTrace.hasSubscribers)
       return commandTrace.tracePromise(() => this.#get(key, binary), { command: 'GET', key, store: this.name });
     return this.#get(key, binary);
+  }
+
+  /** The reads of one tick, as one `MGET` (see {@link ReadBatcher}). */
+  #getBatch(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
+    return this.run(() => this.driver.mget(keys, binary), { command: 'MGET', keys }).then((replies) =>
+      replies.map(nullToUndefined),
+    );
   }
 
   #get(key: string, binary: boolean): Promise<Wire | undefined> {
@@ -384,6 +409,8 @@ export class RedisStore implements Store {
 
   async getMany(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
     if (keys.length === 0) return [];
+    // One key is a read like `get`'s (a GET, or part of this tick's MGET).
+    if (keys.length === 1) return [await this.get(keys[0]!, binary)];
     const replies = await this.run(() => this.driver.mget(keys, binary), { command: 'MGET', keys });
     return replies.map(nullToUndefined);
   }

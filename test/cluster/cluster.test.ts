@@ -79,6 +79,11 @@ describe.each(DRIVERS)('a cache on the cluster over %s', (driver) => {
     expect(values).toEqual(keys.map((_, i) => ({ i })));
     // One read per slot: GET for a slot holding one of the keys, MGET for several.
     expect((get.get ?? 0) + (get.mget ?? 0)).toBe(slots);
+    // Concurrent single reads are not coalesced on a cluster (an MGET per slot would be a GET per key).
+    const single = await countCommands(async () => (values = await Promise.all(keys.map((k) => cache.getOrSet(k, () => 'x')))));
+    expect(values).toEqual(keys.map((_, i) => ({ i })));
+    expect(single.get).toBe(100);
+    expect(single.mget).toBeUndefined();
     const del = await countCommands(() => cache.deleteMany(keys));
     expect(del.unlink).toBe(slots);
     expect(await cache.getMany(keys)).toEqual(keys.map(() => undefined));

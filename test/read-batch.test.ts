@@ -1,0 +1,142 @@
+/**
+ * Read coalescing on a single Redis, both drivers, on a private redis-server so `INFO
+ * commandstats` counts only this file's commands: reads issued while others are in flight go out
+ * as one `MGET` per tick (text and bytes apart, at most MAX_BATCH (64) keys each); a lone read is a `GET`;
+ * a refused `MGET` (an ACL) falls back to `GET`s for good; a batch that times out fails open.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCache, isLarderError, msgpackSerializer, StoreError, type Cache } from '../src/index.js';
+import { ioredisStore } from '../src/stores/ioredis.js';
+import { MAX_BATCH } from '../src/stores/read-batch.js';
+import { redisStore } from '../src/stores/redis.js';
+import type { RedisConnectionOptions } from '../src/stores/redis-store.js';
+import type { Store } from '../src/stores/store.js';
+import { startRedis, type RedisServer } from './helpers/redis-server.js';
+import { commandStats, ioredis, nodeRedis, statsDelta, uniqueNamespace, type NodeRedis } from './helpers/redis.js';
+
+type Driver = 'redis' | 'ioredis';
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+async function setup(driver: Driver, options: RedisConnectionOptions & { user?: string } = {}) {
+  const redis: RedisServer = await startRedis();
+  cleanups.push(() => redis.stop());
+  const inspector: NodeRedis = await nodeRedis(redis.url);
+  cleanups.push(() => inspector.close());
+  const { user, ...storeOptions } = options;
+  if (user !== undefined) await inspector.sendCommand(['ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-mget']);
+  const url = user === undefined ? redis.url : redis.url.replace('redis://', `redis://${user}:any@`);
+  let store: Store;
+  if (driver === 'redis') {
+    const client = await nodeRedis(url);
+    cleanups.push(async () => client.isOpen && client.destroy());
+    store = redisStore({ client, ...storeOptions });
+  } else {
+    const client = await ioredis(url);
+    cleanups.push(async () => client.disconnect());
+    store = ioredisStore({ client, ...storeOptions });
+  }
+  const cacheOn = (extra: Parameters<typeof createCache>[0] = {}): Cache => {
+    const cache = createCache({ namespace: uniqueNamespace('batch'), store, bus: false, ...extra });
+    cleanups.push(() => cache.close());
+    return cache;
+  };
+  /** Calls per command during `work` (INFO itself left out). */
+  const counted = async (work: () => Promise<unknown>): Promise<Record<string, number>> => {
+    const before = await commandStats(inspector);
+    await work();
+    const delta = statsDelta(before, await commandStats(inspector));
+    delete delta.info;
+    return delta;
+  };
+  return { redis, store, cacheOn, counted };
+}
+
+const keys = (n: number, prefix = 'k') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) => {
+  it('reads issued while one is in flight leave together as one MGET; a lone read is a GET', async () => {
+    const { cacheOn, counted } = await setup(driver);
+    const cache = cacheOn();
+    const names = keys(50);
+    await cache.setMany(names.map((key, i) => ({ key, value: { i } })));
+    let values: unknown[] = [];
+    // The first finds nothing in flight and goes at once; the other 49 wait for the tick.
+    const burst = await counted(async () => (values = await Promise.all(names.map((k) => cache.getOrSet(k, () => 'loaded')))));
+    expect(values).toEqual(names.map((_, i) => ({ i })));
+    expect(burst).toEqual({ get: 1, mget: 1 });
+    expect(cache.stats().hits).toBe(50);
+    const lone = await counted(async () => expect(await cache.get('k7')).toEqual({ i: 7 }));
+    expect(lone).toEqual({ get: 1 });
+    // Misses in a batch answer as misses (one MGET, then each key's own load).
+    const missed = await Promise.all(keys(5, 'cold').map((k) => cache.getOrSet(k, () => `loaded ${k}`)));
+    expect(missed).toEqual(keys(5, 'cold').map((k) => `loaded ${k}`));
+  });
+
+  it('text and binary reads go in separate MGETs, and a batch holds at most MAX_BATCH keys', async () => {
+    const { cacheOn, counted } = await setup(driver);
+    const json = cacheOn();
+    const packed = cacheOn({ serializer: msgpackSerializer() });
+    await json.setMany(keys(10).map((key, i) => ({ key, value: `j${i}` })));
+    await packed.setMany(keys(10).map((key, i) => ({ key, value: new Date(i * 1_000) })));
+    let text: unknown[] = [];
+    let bytes: unknown[] = [];
+    const mixed = await counted(async () => {
+      const lone = json.get('k0');
+      [text, bytes] = await Promise.all([
+        Promise.all(keys(10).map((k) => json.get(k))),
+        Promise.all(keys(10).map((k) => packed.get(k))),
+        lone,
+      ]);
+    });
+    expect(text).toEqual(keys(10).map((_, i) => `j${i}`));
+    expect(bytes).toEqual(keys(10).map((_, i) => new Date(i * 1_000)));
+    expect(mixed).toEqual({ get: 1, mget: 2 });
+
+    const many = 2 * MAX_BATCH + 44;
+    await json.setMany(keys(many, 'b').map((key, i) => ({ key, value: i })));
+    let read: unknown[] = [];
+    const big = await counted(async () => (read = await Promise.all(keys(many, 'b').map((k) => json.get(k)))));
+    expect(read).toEqual(keys(many, 'b').map((_, i) => i));
+    // One GET went at once; the rest in batches of at most MAX_BATCH.
+    expect(big).toEqual({ get: 1, mget: Math.ceil((many - 1) / MAX_BATCH) });
+  });
+
+  it('a refused MGET (an ACL that allows GET only) is read key by key, and reads are GETs from then on', async () => {
+    const { cacheOn, counted } = await setup(driver, { user: 'getonly' });
+    const cache = cacheOn();
+    const storeErrors: unknown[] = [];
+    cache.on('store-error', ({ error }) => storeErrors.push(error));
+    await cache.setMany(keys(20).map((key, i) => ({ key, value: i })));
+    let first: unknown[] = [];
+    const refused = await counted(async () => (first = await Promise.all(keys(20).map((k) => cache.get(k)))));
+    expect(first).toEqual(keys(20).map((_, i) => i));
+    // The refused MGET is not counted as a call; every key was read again with GET.
+    expect(refused.get).toBe(20);
+    expect(refused.mget).toBeUndefined();
+    expect(storeErrors).toEqual([]);
+    const after = await counted(async () => Promise.all(keys(20).map((k) => cache.getOrSet(k, () => -1))));
+    expect(after).toEqual({ get: 20 });
+  });
+
+  it('a batch that times out fails open: getOrSet answers from its loader, get rejects with a StoreError', async () => {
+    const { redis, cacheOn } = await setup(driver, { commandTimeout: 100, breaker: false });
+    const open = cacheOn();
+    const strict = cacheOn({ failOpen: false });
+    await open.setMany(keys(10).map((key) => ({ key, value: 'cached' })));
+    redis.pause();
+    try {
+      const answers = await Promise.all(keys(10).map((k) => open.getOrSet(k, () => `loaded ${k}`)));
+      expect(answers).toEqual(keys(10).map((k) => `loaded ${k}`));
+      const errors = await Promise.all(keys(10).map((k) => strict.get(k).catch((e: unknown) => e)));
+      for (const error of errors) {
+        expect(error).toBeInstanceOf(StoreError);
+        expect(isLarderError(error, 'E_COMMAND_TIMEOUT')).toBe(true);
+      }
+    } finally {
+      redis.resume();
+    }
+  });
+});
