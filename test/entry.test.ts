@@ -50,8 +50,18 @@ describe('entry header', () => {
     expect(tagged.value).toEqual({ n: 1 });
   });
 
-  it('reads a negative load time (a clock stepped back during the load)', () => {
+  it('reads negative times (a clock stepped back, a manual clock before 1970)', () => {
     expect(roundTrip(header({ loadMs: -3 })).loadMs).toBe(-3);
+    const back = roundTrip(header({ createdAt: -5_000, freshUntil: -1, staleUntil: 36 ** 5 }));
+    expect([back.createdAt, back.freshUntil, back.staleUntil]).toEqual([-5_000, -1, 36 ** 5]);
+  });
+
+  it('writes what toString(36) writes past 2^53 too, and a NaN time makes the entry corrupt', () => {
+    for (const ms of [2 ** 53, 2 ** 62, 1e21, 1e24]) {
+      const wire = codec.encode(header({ createdAt: ms }), null) as string;
+      expect(wire.split(',')[2]).toBe(ms.toString(36));
+    }
+    expect(codec.decode(codec.encode(header({ freshUntil: Number.NaN }), 1))).toBeInstanceOf(CorruptEntry);
   });
 
   it('treats a header whose numbers are not base 36 as corrupt', () => {

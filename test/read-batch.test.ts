@@ -5,7 +5,7 @@
  * a refused `MGET` (an ACL) falls back to `GET`s for good; a batch that times out fails open.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCache, isLarderError, msgpackSerializer, StoreError, type Cache } from '../src/index.js';
+import { createCache, isAbortError, isLarderError, msgpackSerializer, StoreError, type Cache } from '../src/index.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
 import { MAX_BATCH } from '../src/stores/read-batch.js';
 import { redisStore } from '../src/stores/redis.js';
@@ -119,6 +119,72 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     expect(storeErrors).toEqual([]);
     const after = await counted(async () => Promise.all(keys(20).map((k) => cache.getOrSet(k, () => -1))));
     expect(after).toEqual({ get: 20 });
+  });
+
+  it('a transient error reply (BUSY) fails the batch it meets, and reads are coalesced again afterwards', async () => {
+    const { redis, cacheOn, counted } = await setup(driver, { breaker: false });
+    const cache = cacheOn({ failOpen: false });
+    await cache.setMany(keys(5).map((key, i) => ({ key, value: i })));
+    const blocker = await nodeRedis(redis.url);
+    cleanups.push(async () => blocker.destroy());
+    await blocker.configSet('busy-reply-threshold', '50');
+    // A script busy for 400 ms on another connection: Redis answers BUSY to everything else meanwhile.
+    const busyFor400ms =
+      'local t = redis.call("TIME") while true do local n = redis.call("TIME") ' +
+      'if (n[1] - t[1]) * 1e6 + (n[2] - t[2]) > 400000 then break end end return 1';
+    const script = blocker.eval(busyFor400ms, { keys: [], arguments: [] });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const during = await Promise.all(keys(5).map((k) => cache.get(k).catch((e: unknown) => e)));
+    for (const error of during) expect(String((error as StoreError).cause)).toMatch(/BUSY/);
+    await script;
+    let values: unknown[] = [];
+    const after = await counted(async () => (values = await Promise.all(keys(5).map((k) => cache.get(k)))));
+    expect(values).toEqual([0, 1, 2, 3, 4]);
+    expect(after).toEqual({ get: 1, mget: 1 });
+  });
+
+  it('close() sends the reads waiting for the end of the tick before it closes the connection', async () => {
+    const redis = await startRedis();
+    cleanups.push(() => redis.stop());
+    // A store made from a URL: closing the cache closes its client.
+    const store = driver === 'redis' ? redisStore({ url: redis.url }) : ioredisStore({ url: redis.url });
+    const cache = createCache({ namespace: uniqueNamespace('batch'), store, bus: false, failOpen: false });
+    await cache.setMany(keys(5).map((key, i) => ({ key, value: i })));
+    const reads = keys(5).map((k) => cache.get(k));
+    const closing = cache.close();
+    expect(await Promise.all(reads)).toEqual([0, 1, 2, 3, 4]);
+    await closing;
+  });
+
+  it('an abort rejects its own caller at once; the batched read still answers those who share it', async () => {
+    const { cacheOn } = await setup(driver);
+    const cache = cacheOn();
+    await cache.setMany(keys(4).map((key, i) => ({ key, value: i })));
+    const controller = new AbortController();
+    const lone = cache.getOrSet('k0', () => -1);
+    const aborted = keys(4)
+      .slice(1)
+      .map((k) => cache.getOrSet(k, () => -1, { signal: controller.signal }).catch((e: unknown) => e));
+    const shared = cache.getOrSet('k1', () => -1);
+    controller.abort();
+    for (const error of await Promise.all(aborted)) expect(isAbortError(error)).toBe(true);
+    expect(await Promise.all([lone, shared])).toEqual([0, 1]);
+    expect(await cache.getOrSet('k3', () => -1)).toBe(3);
+  });
+
+  it('a key holding another type reads as a miss in a batch (MGET answers nil), and getOrSet still answers', async () => {
+    const { redis, cacheOn } = await setup(driver);
+    const cache = cacheOn();
+    const storeErrors: string[] = [];
+    cache.on('store-error', ({ operation }) => storeErrors.push(operation));
+    await cache.setMany(keys(3).map((key, i) => ({ key, value: i })));
+    const inspector = await nodeRedis(redis.url);
+    cleanups.push(() => inspector.close());
+    await inspector.hSet(`${cache.prefix}hash`, 'field', 'x');
+    const answers = await Promise.all(['k0', 'hash', 'k1', 'k2'].map((k) => cache.getOrSet(k, () => `loaded ${k}`)));
+    expect(answers).toEqual([0, 'loaded hash', 1, 2]);
+    // Its lease met WRONGTYPE: reported, and the value came from the loader.
+    expect(storeErrors).toContain('lease');
   });
 
   it('a batch that times out fails open: getOrSet answers from its loader, get rejects with a StoreError', async () => {

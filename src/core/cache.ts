@@ -447,6 +447,7 @@ export class Cache {
     const core = this.#core;
     let fullKey: string;
     let opts: ResolvedEntryOptions;
+    let codec: EntryCodec;
     try {
       if (core.closed || this.#closed) throw new ClosedError();
       fullKey = this.#keys.full(key);
@@ -454,6 +455,7 @@ export class Cache {
       // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
       opts = resolveEntryOptions(core.defaults, options);
       if (options?.tags !== undefined) core.tags.check(options.tags);
+      codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -488,7 +490,7 @@ export class Cache {
     }
     const running = core.flights.get<T>(fullKey);
     if (running !== undefined) return running.join(signal);
-    return this.#readThrough(fullKey, key, loader, options, opts, signal);
+    return this.#readThrough(fullKey, key, loader, options, opts, codec, signal);
   }
 
   /**
@@ -501,6 +503,9 @@ export class Cache {
    * concurrent callers send 1,000 reads, and a fast loader can finish before the last replies
    * arrive, so late callers see a miss the first load already filled. The read's owner pays a
    * map entry for this, nothing more, unless someone joins.
+   *
+   * Not `async`, so it must not throw: whatever can (key, options, serializer) is checked by
+   * `getOrSet` before it comes here.
    */
   #readThrough<T>(
     fullKey: string,
@@ -508,10 +513,10 @@ export class Cache {
     loader: Loader<T>,
     options: GetOrSetOptions<T> | undefined,
     opts: ResolvedEntryOptions,
+    codec: EntryCodec,
     signal: AbortSignal | undefined,
   ): Promise<T> {
     const core = this.#core;
-    const codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
     const forceFresh = options?.forceFresh === true;
     const shareable = codec === core.defaultCodec && options?.schema === undefined && !forceFresh;
     const onWire = shareable ? core.reads.get(fullKey) : undefined;

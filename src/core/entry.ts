@@ -91,7 +91,9 @@ function time(ms: number): string {
   const whole = Math.round(ms);
   const high = Math.floor(whole / BASE36_LOW);
   const low = whole - high * BASE36_LOW;
-  return high <= 0 ? whole.toString(36) : high.toString(36) + low.toString(36).padStart(4, '0');
+  // Small, negative, past 2^53 (no exact halves) or NaN: the general path.
+  if (!(high > 0 && whole <= Number.MAX_SAFE_INTEGER)) return whole.toString(36);
+  return high.toString(36) + low.toString(36).padStart(4, '0');
 }
 
 /**

@@ -12,6 +12,8 @@
  *
  * A batch keeps its reads' order relative to commands issued before it; a write issued later in
  * the same tick may reach Redis first, which only concurrent (un-awaited) calls can observe.
+ * `MGET` answers nil for a key holding another type where `GET` answers `WRONGTYPE`: such a key
+ * (never one Larder wrote) reads as a miss in a batch, and its lease then meets the error.
  *
  * @module
  */
@@ -40,8 +42,10 @@ export interface ReadBatchOptions {
   /** Whether commands are in flight now (a read then waits for the tick's other reads). */
   readonly busy: () => boolean;
   /**
-   * Whether an error is Redis refusing `MGET` itself (an ACL that allows `GET` only, a proxy
-   * without it): the batch is then read key by key, and reads are never coalesced again.
+   * Whether an error is Redis refusing `MGET` itself, for good (an ACL that allows `GET` only, a
+   * proxy without it): the batch is then read key by key, and reads are never coalesced again.
+   * Any other failure (a timeout, `BUSY`, `LOADING`) rejects the batch's reads, as it would
+   * have rejected their `GET`s.
    */
   readonly refused: (error: unknown) => boolean;
 }
@@ -51,6 +55,8 @@ export class ReadBatcher {
   /** The batch being filled, per reply type (text and bytes cannot share an `MGET`). */
   #text: Batch | undefined;
   #binary: Batch | undefined;
+  /** Batches not sent yet, full ones included. */
+  readonly #queued = new Set<Batch>();
   /** `MGET` was refused: every read is a `GET`. */
   #off = false;
 
@@ -65,7 +71,8 @@ export class ReadBatcher {
       batch = new Batch(binary);
       if (binary) this.#binary = batch;
       else this.#text = batch;
-      process.nextTick(flush, this, batch);
+      this.#queued.add(batch);
+      process.nextTick(sendAtTickEnd, this, batch);
     }
     batch.keys.push(key);
     // A full batch stops taking reads; it still leaves at the end of the tick.
@@ -79,8 +86,14 @@ export class ReadBatcher {
     } else if (this.#text === batch) this.#text = undefined;
   }
 
-  /** Sends `batch`; each waiter gets its value, or the command's error. */
+  /** Sends every batch not sent yet, now (before the connection closes). */
+  flush(): void {
+    for (const batch of this.#queued) this.send(batch);
+  }
+
+  /** Sends `batch` unless it was already sent; each read gets its value, or the command's error. */
   send(batch: Batch): void {
+    if (!this.#queued.delete(batch)) return;
     this.#detach(batch);
     const { keys, waiters } = batch;
     if (keys.length === 1) {
@@ -104,6 +117,6 @@ export class ReadBatcher {
   }
 }
 
-function flush(batcher: ReadBatcher, batch: Batch): void {
+function sendAtTickEnd(batcher: ReadBatcher, batch: Batch): void {
   batcher.send(batch);
 }

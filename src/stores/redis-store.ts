@@ -229,7 +229,7 @@ export class RedisStore implements Store {
           one: (key, binary) => this.#getOne(key, binary),
           many: (keys, binary) => this.#getBatch(keys, binary),
           busy: () => this.#deadlines.pending > 0,
-          refused: (error) => error instanceof StoreError && error.reply,
+          refused: (error) => isRefusal(error),
         });
   }
 
@@ -641,6 +641,8 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Reads waiting for the end of the tick go out now, ahead of the client's QUIT.
+    this.#reads?.flush();
     // Deadlines keep running: commands still in flight (a dropped connection may never answer
     // them) time out as usual, and the timer stops by itself once none is left.
     const subscribers = [...this.#subscribers.values()];
@@ -657,6 +659,15 @@ export class RedisStore implements Store {
 interface ChannelEntry {
   readonly handlers: Set<SubscribeHandlers>;
   ready: Promise<void>;
+}
+
+/**
+ * Redis refusing a command itself, for good: an ACL without it (`NOPERM`), or a server or proxy
+ * that lacks it. Unlike a transient error reply (`BUSY`, `LOADING`, …), asking again is no use.
+ */
+function isRefusal(error: unknown): boolean {
+  const cause = error instanceof StoreError ? error.cause : error;
+  return cause instanceof Error && /^NOPERM\b/.test(cause.message) ? true : isUnknownCommand(error);
 }
 
 /** `ERR unknown command 'SPUBLISH'` and the like, from a server older than the command. */

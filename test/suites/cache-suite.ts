@@ -242,6 +242,11 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         await expect(cache.getOrSet('k', () => 1, { ttl: Number.NaN })).rejects.toBeInstanceOf(InvalidOptionError);
         await expect(cache.getOrSet('k', () => 1, { jitter: 2 })).rejects.toBeInstanceOf(InvalidOptionError);
         await expect(cache.getOrSet('k', () => 1, { negativeTtl: Infinity })).rejects.toBeInstanceOf(InvalidOptionError);
+        // A bad per-call serializer rejects too: getOrSet never throws synchronously.
+        const badSerializer = { name: 'bad name!' } as never;
+        let returned: Promise<unknown> | undefined;
+        expect(() => (returned = cache.getOrSet('k', () => 1, { serializer: badSerializer }))).not.toThrow();
+        await expect(returned).rejects.toBeInstanceOf(InvalidOptionError);
         expect(() => createCache({ ttl: -5 })).toThrow(InvalidOptionError);
         expect(() => createCache({ namespace: 'bad name*' })).toThrow(InvalidOptionError);
         expect(() => createCache({ tll: 5 } as never)).toThrow(/tll: unknown option/);
