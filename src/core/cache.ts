@@ -89,6 +89,19 @@ type Read =
   | { readonly state: 'corrupt' }
   | { readonly state: 'fresh' | 'stale' | 'expired' | 'pending' | 'invalid'; readonly entry: Entry };
 
+/** What `#readKey` reads with (its overloads differ only in `owner`). */
+type ReadKeyArgs<T> = [
+  shared: SharedRead,
+  fullKey: string,
+  userKey: string,
+  loader: Loader<T>,
+  options: GetOrSetOptions<T> | undefined,
+  opts: ResolvedEntryOptions,
+  codec: EntryCodec,
+  forceFresh: boolean,
+  shareable: boolean,
+];
+
 /** A read of one key in progress, shared by the `getOrSet` callers that arrive meanwhile. */
 interface SharedRead {
   /** Callers waiting for the read's answer (created by the first to join). */
@@ -564,30 +577,8 @@ export class Cache {
    * client CPU per hit, a third of what Larder added to a raw `GET`. Otherwise (`owner: false`)
    * that caller waits as a joiner, and this never rejects.
    */
-  #readKey<T>(
-    shared: SharedRead,
-    fullKey: string,
-    userKey: string,
-    loader: Loader<T>,
-    options: GetOrSetOptions<T> | undefined,
-    opts: ResolvedEntryOptions,
-    codec: EntryCodec,
-    forceFresh: boolean,
-    shareable: boolean,
-    owner: true,
-  ): Promise<T>;
-  #readKey<T>(
-    shared: SharedRead,
-    fullKey: string,
-    userKey: string,
-    loader: Loader<T>,
-    options: GetOrSetOptions<T> | undefined,
-    opts: ResolvedEntryOptions,
-    codec: EntryCodec,
-    forceFresh: boolean,
-    shareable: boolean,
-    owner: false,
-  ): Promise<void>;
+  #readKey<T>(...args: [...ReadKeyArgs<T>, owner: true]): Promise<T>;
+  #readKey<T>(...args: [...ReadKeyArgs<T>, owner: false]): Promise<void>;
   async #readKey<T>(
     shared: SharedRead,
     fullKey: string,
