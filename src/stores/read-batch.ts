@@ -68,11 +68,12 @@ export class ReadBatcher {
     let batch = binary ? this.#binary : this.#text;
     if (batch === undefined) {
       if (this.#off || !this.#options.busy()) return this.#options.one(key, binary);
-      batch = new Batch(binary);
-      if (binary) this.#binary = batch;
-      else this.#text = batch;
-      this.#queued.add(batch);
-      process.nextTick(sendAtTickEnd, this, batch);
+      const created = new Batch(binary);
+      if (binary) this.#binary = created;
+      else this.#text = created;
+      this.#queued.add(created);
+      process.nextTick(() => this.#send(created));
+      batch = created;
     }
     batch.keys.push(key);
     // A full batch stops taking reads; it still leaves at the end of the tick.
@@ -88,11 +89,11 @@ export class ReadBatcher {
 
   /** Sends every batch not sent yet, now (before the connection closes). */
   flush(): void {
-    for (const batch of this.#queued) this.send(batch);
+    for (const batch of this.#queued) this.#send(batch);
   }
 
   /** Sends `batch` unless it was already sent; each read gets its value, or the command's error. */
-  send(batch: Batch): void {
+  #send(batch: Batch): void {
     if (!this.#queued.delete(batch)) return;
     this.#detach(batch);
     const { keys, waiters } = batch;
@@ -115,8 +116,4 @@ export class ReadBatcher {
       },
     );
   }
-}
-
-function sendAtTickEnd(batcher: ReadBatcher, batch: Batch): void {
-  batcher.send(batch);
 }
