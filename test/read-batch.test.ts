@@ -5,7 +5,15 @@
  * a refused `MGET` (an ACL) falls back to `GET`s for good; a batch that times out fails open.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCache, isAbortError, isLarderError, msgpackSerializer, StoreError, type Cache } from '../src/index.js';
+import {
+  createCache,
+  InvalidOptionError,
+  isAbortError,
+  isLarderError,
+  msgpackSerializer,
+  StoreError,
+  type Cache,
+} from '../src/index.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
 import { MAX_BATCH } from '../src/stores/read-batch.js';
 import { redisStore } from '../src/stores/redis.js';
@@ -119,6 +127,19 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     expect(storeErrors).toEqual([]);
     const after = await counted(async () => Promise.all(keys(20).map((k) => cache.getOrSet(k, () => -1))));
     expect(after).toEqual({ get: 20 });
+  });
+
+  it('coalesceReads: false sends every read as its own GET; a value other than a boolean is refused', async () => {
+    const { cacheOn, counted } = await setup(driver, { coalesceReads: false });
+    const cache = cacheOn();
+    await cache.setMany(keys(10).map((key, i) => ({ key, value: i })));
+    let values: unknown[] = [];
+    const burst = await counted(async () => (values = await Promise.all(keys(10).map((k) => cache.getOrSet(k, () => -1)))));
+    expect(values).toEqual(keys(10).map((_, i) => i));
+    expect(burst).toEqual({ get: 10 });
+    const client = await nodeRedis();
+    cleanups.push(() => client.close());
+    expect(() => redisStore({ client, coalesceReads: 'yes' as never })).toThrow(InvalidOptionError);
   });
 
   it('a transient error reply (BUSY) fails the batch it meets, and reads are coalesced again afterwards', async () => {

@@ -62,6 +62,14 @@ export interface RedisConnectionOptions {
    * @default true
    */
   metrics?: boolean;
+  /**
+   * Coalesce the reads issued in one tick while other commands are in flight into one `MGET`
+   * (see `read-batch.ts`). It saves client CPU under load. But a batch answers when its last
+   * value has arrived, so with values of hundreds of kilobytes it delays the first ones and holds
+   * them all in memory at once: turn it off there. Never on a Redis Cluster.
+   * @default true
+   */
+  coalesceReads?: boolean;
 }
 
 export type RedisStoreEvent =
@@ -192,8 +200,9 @@ export class RedisStore implements Store {
   #shardedUnsupported = false;
   #closed = false;
   /**
-   * Coalesces concurrent reads into `MGET`s; not on a cluster, where the keys of one tick fall
-   * on as many slots, so an `MGET` per slot would be a `GET` per key with extra work.
+   * Coalesces concurrent reads into `MGET`s, unless `coalesceReads: false`. Not on a cluster,
+   * where the keys of one tick fall on as many slots, so an `MGET` per slot would be a `GET` per
+   * key with extra work.
    */
   readonly #reads: ReadBatcher | undefined;
 
@@ -204,6 +213,9 @@ export class RedisStore implements Store {
     const timeout = optionalDuration('commandTimeout', options.commandTimeout, 500, { infinity: true, zero: false });
     if (options.breaker !== undefined && options.breaker !== false && typeof options.breaker !== 'object') {
       throw new InvalidOptionError('breaker', 'expected an options object or false');
+    }
+    if (options.coalesceReads !== undefined && typeof options.coalesceReads !== 'boolean') {
+      throw new InvalidOptionError('coalesceReads', 'expected a boolean');
     }
     this.#breaker =
       options.breaker === false
@@ -223,14 +235,15 @@ export class RedisStore implements Store {
       options.metrics === false ? undefined : new Histogram(),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
-    this.#reads = driver.cluster
-      ? undefined
-      : new ReadBatcher({
-          one: (key, binary) => this.#getOne(key, binary),
-          many: (keys, binary) => this.#getBatch(keys, binary),
-          busy: () => this.#deadlines.pending > 0,
-          refused: (error) => isRefusal(error),
-        });
+    this.#reads =
+      driver.cluster || options.coalesceReads === false
+        ? undefined
+        : new ReadBatcher({
+            one: (key, binary) => this.#getOne(key, binary),
+            many: (keys, binary) => this.#getBatch(keys, binary),
+            busy: () => this.#deadlines.pending > 0,
+            refused: (error) => isRefusal(error),
+          });
   }
 
   watchBreaker(listener: (state: BreakerState) => void): () => void {
