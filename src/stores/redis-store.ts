@@ -680,7 +680,7 @@ interface ChannelEntry {
  */
 function isRefusal(error: unknown): boolean {
   const cause = error instanceof StoreError ? error.cause : error;
-  return cause instanceof Error && /^NOPERM\b/.test(cause.message) ? true : isUnknownCommand(error);
+  return (cause instanceof Error && /^NOPERM\b/.test(cause.message)) || isUnknownCommand(error);
 }
 
 /** `ERR unknown command 'SPUBLISH'` and the like, from a server older than the command. */
