@@ -1,8 +1,10 @@
 /**
  * Read coalescing on a single Redis, both drivers, on a private redis-server so `INFO
- * commandstats` counts only this file's commands: reads issued while others are in flight go out
- * as one `MGET` per tick (text and bytes apart, at most MAX_BATCH (64) keys each); a lone read is a `GET`;
- * a refused `MGET` (an ACL) falls back to `GET`s for good; a batch that times out fails open.
+ * commandstats` counts only this file's commands:
+ * - reads issued while others are in flight go out as one `MGET` per tick (text and bytes apart,
+ *   at most MAX_BATCH keys each); a lone read is a `GET`;
+ * - a refused `MGET` (an ACL) falls back to `GET`s for good; a transient error fails one batch;
+ * - a batch that times out fails open; `close()` sends a pending batch first.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import {
