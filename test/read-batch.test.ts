@@ -30,12 +30,12 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
-async function setup(driver: Driver, options: RedisConnectionOptions & { user?: string } = {}) {
-  const redis: RedisServer = await startRedis();
+async function setup(driver: Driver, options: RedisConnectionOptions & { user?: string; serverArgs?: string[] } = {}) {
+  const { user, serverArgs, ...storeOptions } = options;
+  const redis: RedisServer = await startRedis({ args: serverArgs });
   cleanups.push(() => redis.stop());
   const inspector: NodeRedis = await nodeRedis(redis.url);
   cleanups.push(() => inspector.close());
-  const { user, ...storeOptions } = options;
   if (user !== undefined) await inspector.sendCommand(['ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-mget']);
   const url = user === undefined ? redis.url : redis.url.replace('redis://', `redis://${user}:any@`);
   let store: Store;
@@ -142,6 +142,19 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     const client = await nodeRedis();
     cleanups.push(() => client.close());
     expect(() => redisStore({ client, coalesceReads: 'yes' as never })).toThrow(InvalidOptionError);
+  });
+
+  it('a server without MGET (renamed away, as some proxies lack it) is read key by key too', async () => {
+    const { cacheOn, counted } = await setup(driver, { serverArgs: ['--rename-command', 'MGET', '""'] });
+    const cache = cacheOn();
+    for (const [i, key] of keys(5).entries()) await cache.set(key, i);
+    let values: unknown[] = [];
+    const refused = await counted(async () => (values = await Promise.all(keys(5).map((k) => cache.getOrSet(k, () => -1)))));
+    expect(values).toEqual([0, 1, 2, 3, 4]);
+    // The lone read, then the batch's four again one by one after MGET was refused.
+    expect(refused).toEqual({ get: 5 });
+    const after = await counted(async () => Promise.all(keys(5).map((k) => cache.getOrSet(k, () => -1))));
+    expect(after).toEqual({ get: 5 });
   });
 
   it('a transient error reply (BUSY) fails the batch it meets, and reads are coalesced again afterwards', async () => {
