@@ -32,7 +32,7 @@ afterEach(async () => {
 
 async function setup(driver: Driver, options: RedisConnectionOptions & { user?: string; serverArgs?: string[] } = {}) {
   const { user, serverArgs, ...storeOptions } = options;
-  const redis: RedisServer = await startRedis({ args: serverArgs });
+  const redis: RedisServer = await startRedis({ args: serverArgs ?? [] });
   cleanups.push(() => redis.stop());
   const inspector: NodeRedis = await nodeRedis(redis.url);
   cleanups.push(() => inspector.close());
