@@ -12,7 +12,7 @@ import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resil
 import { commandTrace } from '../core/diagnostics.js';
 import { Histogram } from '../core/metrics.js';
 import { Deadlines } from '../resilience/deadlines.js';
-import { ReadBatcher } from './read-batch.js';
+import { TickBatcher } from './tick-batch.js';
 import {
   settlesWithin,
   type DriverSubscriber,
@@ -63,13 +63,15 @@ export interface RedisConnectionOptions {
    */
   metrics?: boolean;
   /**
-   * Coalesce the reads issued in one tick while other commands are in flight into one `MGET`
-   * (see `read-batch.ts`). It saves client CPU under load. But a batch answers when its last
-   * value has arrived, so with values of hundreds of kilobytes it delays the first ones and holds
-   * them all in memory at once: turn it off there. Never on a Redis Cluster.
+   * Coalesce the single-key commands of a cache-aside call issued in one tick while other
+   * commands are in flight: reads into one `MGET`, leases into one script call, compare-and-set
+   * writes into one script call (see `tick-batch.ts`). It saves client CPU under load. But a
+   * read batch answers when its last value has arrived, so with values of hundreds of kilobytes
+   * it delays the first ones and holds them all in memory at once: turn it off there. Never on a
+   * Redis Cluster.
    * @default true
    */
-  coalesceReads?: boolean;
+  coalesce?: boolean;
 }
 
 export type RedisStoreEvent =
@@ -84,21 +86,36 @@ export class LuaScript {
 }
 
 /**
- * Writes `ARGV[2]` (with PX `ARGV[3]`, none when empty) if the value starts with `ARGV[1]`, or
- * if the key is absent when `ARGV[1]` is empty; then publishes `ARGV[5]` on channel `ARGV[4]`
- * when one is given. PUBLISH touches no key, so the script stays single-slot on a cluster.
+ * Compare-and-set, for each key: writes the value (with PX, none when empty) if the current
+ * value starts with `expect`, or if the key is absent when `expect` is empty; then publishes the
+ * message on the channel, when one is given and the replaced value carried the wait mark. Five
+ * arguments per key: expect, value, PX, channel, message. Answers 1 (written) or 0 per key, or
+ * that key's error (a key of another type) without stopping the others. PUBLISH touches no key,
+ * so with one key the script stays single-slot on a cluster; with more it runs on one Redis only.
  */
 export const SET_IF = new LuaScript(`
-local cur = redis.call('GET', KEYS[1])
-local expect = ARGV[1]
-if expect == '' then
-  if cur then return 0 end
-elseif (not cur) or string.sub(cur, 1, #expect) ~= expect then
-  return 0
+local replies = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 5
+  local expect = ARGV[a + 1]
+  local cur = redis.pcall('GET', KEYS[i])
+  if type(cur) == 'table' then
+    replies[i] = cur
+  elseif (expect == '' and cur) or (expect ~= '' and ((not cur) or string.sub(cur, 1, #expect) ~= expect)) then
+    replies[i] = 0
+  else
+    if ARGV[a + 3] == '' then
+      redis.call('SET', KEYS[i], ARGV[a + 2])
+    else
+      redis.call('SET', KEYS[i], ARGV[a + 2], 'PX', ARGV[a + 3])
+    end
+    if ARGV[a + 4] ~= '' and cur and string.sub(cur, -1) == '${WAIT_MARK}' then
+      redis.call('PUBLISH', ARGV[a + 4], ARGV[a + 5])
+    end
+    replies[i] = 1
+  end
 end
-if ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-if ARGV[4] ~= '' and cur and string.sub(cur, -1) == '${WAIT_MARK}' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
-return 1
+return replies
 `);
 
 /** Deletes the key if its value starts with `ARGV[1]`, then publishes `ARGV[3]` on `ARGV[2]` when given and marked. */
@@ -149,12 +166,23 @@ redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
 return {v, 1}
 `);
 
-/** `SET NX PX GET` for Redis < 7.0, which refuses NX with GET. */
-const LEASE_FALLBACK = new LuaScript(`
-local cur = redis.call('GET', KEYS[1])
-if cur then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
+/**
+ * `SET NX PX GET` for each key (two arguments per key: value, PX): answers the current value,
+ * or nil where the lease was taken, or that key's error. One call stands for a batch of leases,
+ * and for a single one on Redis < 7.0, which refuses NX together with GET.
+ */
+const LEASE = new LuaScript(`
+local replies = {}
+for i = 1, #KEYS do
+  local cur = redis.pcall('GET', KEYS[i])
+  if cur then
+    replies[i] = cur
+  else
+    redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', ARGV[2 * i])
+    replies[i] = false
+  end
+end
+return replies
 `);
 
 /** Redis error replies that mean "unavailable right now", as opposed to "wrong request". */
@@ -174,6 +202,19 @@ function px(ttl: number): string {
 function setCommand(key: string, value: Wire, ttl: number): RedisCommand {
   const v = value as RedisArg;
   return ttl === Infinity ? ['SET', key, v] : ['SET', key, v, 'PX', px(ttl)];
+}
+
+function leaseCommand(request: LeaseRequest): RedisCommand {
+  return ['SET', request.key, request.value as RedisArg, 'NX', 'PX', px(request.ttl), 'GET'];
+}
+
+/** One write's arguments to {@link SET_IF}. */
+function setIfArgs(write: ConditionalWrite): RedisArg[] {
+  return [write.expect, write.value as RedisArg, px(write.ttl), write.notify?.channel ?? '', write.notify?.message ?? ''];
+}
+
+function setIfReply(reply: unknown): boolean {
+  return Number(reply) === 1;
 }
 
 /** Drops a reply nobody reads (`OK`), without an `async` frame around the command. */
@@ -200,11 +241,13 @@ export class RedisStore implements Store {
   #shardedUnsupported = false;
   #closed = false;
   /**
-   * Coalesces concurrent reads into `MGET`s, unless `coalesceReads: false`. Not on a cluster,
-   * where the keys of one tick fall on as many slots, so an `MGET` per slot would be a `GET` per
-   * key with extra work.
+   * Coalesce the commands of concurrent cache-aside calls (see `tick-batch.ts`), unless
+   * `coalesce: false`. Not on a cluster, where the keys of one tick fall on as many slots, so a
+   * command per slot would be a command per key with extra work.
    */
-  readonly #reads: ReadBatcher | undefined;
+  readonly #reads: TickBatcher<string, Wire | undefined> | undefined;
+  readonly #leases: TickBatcher<LeaseRequest, Wire | undefined> | undefined;
+  readonly #writes: TickBatcher<ConditionalWrite, boolean> | undefined;
 
   constructor(driver: RedisDriver, options: RedisConnectionOptions) {
     this.name = driver.name;
@@ -214,8 +257,8 @@ export class RedisStore implements Store {
     if (options.breaker !== undefined && options.breaker !== false && typeof options.breaker !== 'object') {
       throw new InvalidOptionError('breaker', 'expected an options object or false');
     }
-    if (options.coalesceReads !== undefined && typeof options.coalesceReads !== 'boolean') {
-      throw new InvalidOptionError('coalesceReads', 'expected a boolean');
+    if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean') {
+      throw new InvalidOptionError('coalesce', 'expected a boolean');
     }
     this.#breaker =
       options.breaker === false
@@ -235,15 +278,34 @@ export class RedisStore implements Store {
       options.metrics === false ? undefined : new Histogram(),
     );
     driver.onError((error) => this.#onEvent?.({ type: 'connection-error', error }));
-    this.#reads =
-      driver.cluster || options.coalesceReads === false
-        ? undefined
-        : new ReadBatcher({
-            one: (key, binary) => this.#getOne(key, binary),
-            many: (keys, binary) => this.#getBatch(keys, binary),
-            busy: () => this.#deadlines.pending > 0,
-            refused: (error) => isRefusal(error),
-          });
+    const coalesce = !driver.cluster && options.coalesce !== false;
+    const busy = (): boolean => this.#deadlines.pending > 0;
+    this.#reads = coalesce
+      ? new TickBatcher({
+          one: (key, binary) => this.#getOne(key, binary),
+          many: (keys, binary) => this.#getBatch(keys, binary),
+          busy,
+          refused: isRefusal,
+        })
+      : undefined;
+    this.#leases = coalesce
+      ? new TickBatcher({
+          one: (request, binary) => this.#leaseOne(request, binary),
+          many: (requests, binary) => this.#leaseEach(requests, binary),
+          busy,
+          // Scripts refused (an ACL without them): each lease is its own `SET NX GET`.
+          refused: isRefusal,
+        })
+      : undefined;
+    this.#writes = coalesce
+      ? new TickBatcher({
+          one: (write) => this.#setIfOne(write),
+          many: (writes) => this.#setIfEach(writes),
+          busy,
+          // Refused scripts refuse the single write's script too: it then fails as it would have alone.
+          refused: isRefusal,
+        })
+      : undefined;
   }
 
   watchBreaker(listener: (state: BreakerState) => void): () => void {
@@ -356,8 +418,13 @@ export class RedisStore implements Store {
       ...keys,
       ...args,
     ];
+    // A multi-key call (a coalesced batch) is traced with its key count.
+    const send = (): Promise<unknown> =>
+      keys.length > 1
+        ? this.run(() => this.driver.send(command, keys[0], binary), { command: String(command[0]), keys })
+        : this.#send(command, keys[0], binary);
     try {
-      const reply = await this.#send(command, keys[0], binary);
+      const reply = await send();
       this.#loadedScripts.add(script);
       return reply;
     } catch (error) {
@@ -365,7 +432,7 @@ export class RedisStore implements Store {
       this.#loadedScripts.delete(script);
       command[0] = 'EVAL';
       command[1] = script.source;
-      const reply = await this.#send(command, keys[0], binary);
+      const reply = await send();
       this.#loadedScripts.add(script);
       return reply;
     }
@@ -392,7 +459,7 @@ export class RedisStore implements Store {
   }
 
   get(key: string, binary: boolean): Promise<Wire | undefined> {
-    return this.#reads === undefined ? this.#getOne(key, binary) : this.#reads.get(key, binary);
+    return this.#reads === undefined ? this.#getOne(key, binary) : this.#reads.send(key, binary);
   }
 
   #getOne(key: string, binary: boolean): Promise<Wire | undefined> {
@@ -401,7 +468,7 @@ export class RedisStore implements Store {
     return this.#get(key, binary);
   }
 
-  /** The reads of one tick, as one `MGET` (see {@link ReadBatcher}). */
+  /** The reads of one tick, as one `MGET` (see {@link TickBatcher}). */
   #getBatch(keys: readonly string[], binary: boolean): Promise<(Wire | undefined)[]> {
     return this.run(() => this.driver.mget(keys, binary), { command: 'MGET', keys }).then((replies) =>
       replies.map(nullToUndefined),
@@ -441,56 +508,102 @@ export class RedisStore implements Store {
 
   async setIf(writes: readonly ConditionalWrite[]): Promise<boolean[]> {
     if (writes.length === 0) return [];
-    const args = (w: ConditionalWrite): RedisArg[] => [
-      w.expect,
-      w.value as RedisArg,
-      px(w.ttl),
-      w.notify?.channel ?? '',
-      w.notify?.message ?? '',
-    ];
-    // One write (every miss): a single command, without the batch plumbing.
-    if (writes.length === 1) return [Number(await this.script(SET_IF, [writes[0]!.key], args(writes[0]!))) === 1];
+    // One write (every miss): this tick's batch, or a single command.
+    if (writes.length === 1) {
+      const write = writes[0]!;
+      return [await (this.#writes === undefined ? this.#setIfOne(write) : this.#writes.send(write, false))];
+    }
+    if (!this.driver.cluster) return throwFirstError(await this.#setIfEach(writes)) as boolean[];
+    // A cluster: the keys may be on as many slots, so one script call per key, in one round trip.
     const replies = await this.#scriptBatch(
       SET_IF,
       writes.map((w) => w.key),
-      (i) => args(writes[i]!),
+      (i) => setIfArgs(writes[i]!),
     );
-    return replies.map((reply) => Number(reply) === 1);
+    return this.#firstReplies(replies).map(setIfReply);
+  }
+
+  async #setIfOne(write: ConditionalWrite): Promise<boolean> {
+    const [reply] = (await this.script(SET_IF, [write.key], setIfArgs(write))) as unknown[];
+    if (reply instanceof Error) throw this.#wrap(reply);
+    return setIfReply(reply);
+  }
+
+  /** The writes as one script call; a key's error reply (a key of another type) fails that write only. */
+  async #setIfEach(writes: readonly ConditionalWrite[]): Promise<(boolean | Error)[]> {
+    const replies = (await this.script(
+      SET_IF,
+      writes.map((w) => w.key),
+      writes.flatMap(setIfArgs),
+    )) as unknown[];
+    return replies.map((reply) => (reply instanceof Error ? this.#wrap(reply) : setIfReply(reply)));
   }
 
   async lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]> {
     if (requests.length === 0) return [];
-    const keys = requests.map((r) => r.key);
-    if (this.#nativeLease && requests.length === 1) {
-      // One lease (every miss): a single command, without the batch plumbing.
-      const r = requests[0]!;
-      try {
-        return [
-          await this.#send(['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET'], r.key, binary, nullToUndefined),
-        ];
-      } catch (error) {
-        if (!(error instanceof StoreError && /syntax/i.test(String((error.cause as Error | undefined)?.message)))) throw error;
-        // Redis < 7.0 refuses NX together with GET: the batch path below switches to the script.
-      }
+    // One lease (every miss): this tick's batch, or a single command.
+    if (requests.length === 1) {
+      const request = requests[0]!;
+      return [await (this.#leases === undefined ? this.#leaseOne(request, binary) : this.#leases.send(request, binary))];
     }
+    if (!this.driver.cluster) return throwFirstError(await this.#leaseEach(requests, binary)) as (Wire | undefined)[];
+    const keys = requests.map((r) => r.key);
     if (this.#nativeLease) {
-      const commands = requests.map((r): RedisCommand => ['SET', r.key, r.value as RedisArg, 'NX', 'PX', px(r.ttl), 'GET']);
+      const commands = requests.map(leaseCommand);
       const replies = await this.run(() => this.driver.batch(commands, keys, binary), { command: 'SET', keys });
-      const syntax = replies.find((reply) => reply instanceof Error && /syntax/i.test(reply.message));
-      if (syntax === undefined) return throwFirstError(replies).map(nullToUndefined);
-      // Redis < 7.0 refuses NX together with GET: use the script from now on.
+      if (!replies.some(isSyntaxError)) return this.#throwFirst(replies).map(nullToUndefined);
+      // Redis < 7.0 refuses NX together with GET: the script from now on.
       this.#nativeLease = false;
     }
     const replies = await this.run(
       () =>
         this.driver.batch(
-          requests.map((r): RedisCommand => ['EVAL', LEASE_FALLBACK.source, '1', r.key, r.value as RedisArg, px(r.ttl)]),
+          requests.map((r): RedisCommand => ['EVAL', LEASE.source, '1', r.key, r.value as RedisArg, px(r.ttl)]),
           keys,
           binary,
         ),
       { command: 'EVAL', keys },
     );
-    return throwFirstError(replies).map(nullToUndefined);
+    return this.#firstReplies(this.#throwFirst(replies)).map(nullToUndefined);
+  }
+
+  /** The one reply inside each single-key script call's array, or the first key's error thrown. */
+  #firstReplies(replies: readonly unknown[]): unknown[] {
+    return this.#throwFirst(replies.map((reply) => (reply as unknown[])[0]));
+  }
+
+  /** The replies, or the first error reply among them thrown as a `StoreError`. */
+  #throwFirst(replies: unknown[]): unknown[] {
+    const error = replies.find((reply) => reply instanceof Error);
+    if (error !== undefined) throw this.#wrap(error);
+    return replies;
+  }
+
+  /** `SET NX PX GET`, or the script on Redis < 7.0. */
+  async #leaseOne(request: LeaseRequest, binary: boolean): Promise<Wire | undefined> {
+    if (this.#nativeLease) {
+      try {
+        return await this.#send(leaseCommand(request), request.key, binary, nullToUndefined);
+      } catch (error) {
+        if (!(error instanceof StoreError && isSyntaxError(error.cause))) throw error;
+        // Redis < 7.0 refuses NX together with GET: the script from now on.
+        this.#nativeLease = false;
+      }
+    }
+    const [reply] = (await this.script(LEASE, [request.key], [request.value as RedisArg, px(request.ttl)], binary)) as unknown[];
+    if (reply instanceof Error) throw this.#wrap(reply);
+    return nullToUndefined(reply);
+  }
+
+  /** The leases as one script call; a key's error reply fails that lease only. */
+  async #leaseEach(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined | Error)[]> {
+    const replies = (await this.script(
+      LEASE,
+      requests.map((r) => r.key),
+      requests.flatMap((r) => [r.value as RedisArg, px(r.ttl)]),
+      binary,
+    )) as unknown[];
+    return replies.map((reply) => (reply instanceof Error ? this.#wrap(reply) : nullToUndefined(reply)));
   }
 
   async deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean> {
@@ -654,8 +767,10 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    // Reads waiting for the end of the tick go out now, ahead of the client's QUIT.
+    // Commands waiting for the end of the tick go out now, ahead of the client's QUIT.
     this.#reads?.flush();
+    this.#leases?.flush();
+    this.#writes?.flush();
     // Deadlines keep running: commands still in flight (a dropped connection may never answer
     // them) time out as usual, and the timer stops by itself once none is left.
     const subscribers = [...this.#subscribers.values()];
@@ -675,18 +790,23 @@ interface ChannelEntry {
 }
 
 /**
- * Redis refusing a command itself, for good: an ACL without it (`NOPERM`), or a server or proxy
- * that lacks it. Unlike a transient error reply (`BUSY`, `LOADING`, …), asking again is no use.
+ * Redis refusing a command itself, for good: an ACL without it (`NOPERM`), a server or proxy
+ * that lacks it, or a sharding proxy that takes multi-key commands of one slot only
+ * (`CROSSSLOT`). Unlike a transient error reply (`BUSY`, `LOADING`, …), asking again is no use.
  */
 function isRefusal(error: unknown): boolean {
   const cause = error instanceof StoreError ? error.cause : error;
-  return (cause instanceof Error && /^NOPERM\b/.test(cause.message)) || isUnknownCommand(error);
+  return (cause instanceof Error && /^(NOPERM|CROSSSLOT)\b/.test(cause.message)) || isUnknownCommand(error);
 }
 
 /** `ERR unknown command 'SPUBLISH'` and the like, from a server older than the command. */
 function isUnknownCommand(error: unknown): boolean {
   const cause = error instanceof StoreError ? error.cause : error;
   return cause instanceof Error && /unknown command/i.test(cause.message);
+}
+
+function isSyntaxError(reply: unknown): boolean {
+  return reply instanceof Error && /syntax/i.test(reply.message);
 }
 
 function isNoScript(reply: unknown): boolean {

@@ -1,10 +1,13 @@
 /**
- * Read coalescing on a single Redis, both drivers, on a private redis-server so `INFO
- * commandstats` counts only this file's commands:
+ * Coalescing on a single Redis, both drivers, on a private redis-server so `INFO commandstats`
+ * counts only this file's commands:
  * - reads issued while others are in flight go out as one `MGET` per tick (text and bytes apart,
  *   at most MAX_BATCH keys each); a lone read is a `GET`;
  * - a refused `MGET` (an ACL) falls back to `GET`s for good; a transient error fails one batch;
- * - a batch that times out fails open; `close()` sends a pending batch first.
+ * - a batch that times out fails open; `close()` sends a pending batch first;
+ * - the leases and compare-and-set writes of concurrent misses go out as one script call each;
+ *   a key of another type fails only its own lease or write; refused scripts (an ACL) fall back
+ *   to `SET NX GET` leases.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -17,7 +20,7 @@ import {
   type Cache,
 } from '../src/index.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
-import { MAX_BATCH } from '../src/stores/read-batch.js';
+import { MAX_BATCH } from '../src/stores/tick-batch.js';
 import { redisStore } from '../src/stores/redis.js';
 import type { RedisConnectionOptions } from '../src/stores/redis-store.js';
 import type { Store } from '../src/stores/store.js';
@@ -30,13 +33,20 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
-async function setup(driver: Driver, options: RedisConnectionOptions & { user?: string; serverArgs?: string[] } = {}) {
-  const { user, serverArgs, ...storeOptions } = options;
+interface SetupOptions extends RedisConnectionOptions {
+  /** Connect as this ACL user, with `rules` on top of every permission (default: no `MGET`). */
+  user?: string;
+  rules?: string[];
+  serverArgs?: string[];
+}
+
+async function setup(driver: Driver, options: SetupOptions = {}) {
+  const { user, rules = ['-mget'], serverArgs, ...storeOptions } = options;
   const redis: RedisServer = await startRedis({ args: serverArgs ?? [] });
   cleanups.push(() => redis.stop());
   const inspector: NodeRedis = await nodeRedis(redis.url);
   cleanups.push(() => inspector.close());
-  if (user !== undefined) await inspector.sendCommand(['ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-mget']);
+  if (user !== undefined) await inspector.sendCommand(['ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', ...rules]);
   const url = user === undefined ? redis.url : redis.url.replace('redis://', `redis://${user}:any@`);
   let store: Store;
   if (driver === 'redis') {
@@ -61,7 +71,7 @@ async function setup(driver: Driver, options: RedisConnectionOptions & { user?: 
     delete delta.info;
     return delta;
   };
-  return { redis, store, cacheOn, counted };
+  return { redis, inspector, store, cacheOn, counted };
 }
 
 const keys = (n: number, prefix = 'k') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
@@ -131,8 +141,8 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     expect(after).toEqual({ get: 20 });
   });
 
-  it('coalesceReads: false sends every read as its own GET; a value other than a boolean is refused', async () => {
-    const { cacheOn, counted } = await setup(driver, { coalesceReads: false });
+  it('coalesce: false sends every read as its own GET; a value other than a boolean is refused', async () => {
+    const { cacheOn, counted } = await setup(driver, { coalesce: false });
     const cache = cacheOn();
     await cache.setMany(keys(10).map((key, i) => ({ key, value: i })));
     let values: unknown[] = [];
@@ -141,7 +151,7 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     expect(burst).toEqual({ get: 10 });
     const client = await nodeRedis();
     cleanups.push(() => client.close());
-    expect(() => redisStore({ client, coalesceReads: 'yes' as never })).toThrow(InvalidOptionError);
+    expect(() => redisStore({ client, coalesce: 'yes' as never })).toThrow(InvalidOptionError);
   });
 
   it('a server without MGET (renamed away, as some proxies lack it) is read key by key too', async () => {
@@ -240,5 +250,166 @@ describe.each<Driver>(['redis', 'ioredis'])('read coalescing over %s', (driver) 
     } finally {
       redis.resume();
     }
+  });
+});
+
+/** Script calls (by source or by SHA) in a `counted` delta. */
+const scriptCalls = (delta: Record<string, number>): number => (delta.eval ?? 0) + (delta.evalsha ?? 0);
+
+/** A promise and its release: loaders held until the test lets them all finish in one tick. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((resolve) => (open = resolve));
+  return { wait, open };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+describe.each<Driver>(['redis', 'ioredis'])('lease and write coalescing over %s', (driver) => {
+  it('concurrent misses take their leases in one script call and write in one, every key with its TTL', async () => {
+    const { cacheOn, counted, inspector } = await setup(driver);
+    const cache = cacheOn();
+    const names = keys(20, 'cold');
+    const loaders = gate();
+    let values: unknown[] = [];
+    const burst = await counted(async () => {
+      const all = Promise.all(
+        names.map((k) =>
+          cache.getOrSet(k, async () => {
+            await loaders.wait;
+            return `v ${k}`;
+          }),
+        ),
+      );
+      await settle();
+      loaders.open();
+      values = await all;
+    });
+    expect(values).toEqual(names.map((k) => `v ${k}`));
+    // Reads: a GET at once, an MGET of the 19 others. Leases: the first alone (SET NX GET), the
+    // 19 others as one script call. Writes: the first alone, the 19 others as one script call.
+    // (INFO counts the scripts' own GETs and SETs as calls too.)
+    expect(burst.mget).toBe(1);
+    expect(scriptCalls(burst)).toBe(3);
+    for (const k of names) {
+      const ttl = await inspector.pTTL(`${cache.prefix}${k}`);
+      expect(ttl).toBeGreaterThan(0);
+    }
+    expect(await Promise.all(names.map((k) => cache.get(k)))).toEqual(values);
+  });
+
+  it('a key of another type fails only its own lease or write in a batch; getOrSet still answers', async () => {
+    const { cacheOn, inspector } = await setup(driver);
+    const cache = cacheOn();
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation, key }) => failures.push(`${operation} ${String(key).slice(cache.prefix.length)}`));
+    // `hash` holds a hash from the start: its lease meets WRONGTYPE (its read, in an MGET, sees nil).
+    await inspector.hSet(`${cache.prefix}hash`, 'field', 'x');
+    const loaders = gate();
+    const names = ['a', 'hash', 'b', 'c', 'late'];
+    const answers = Promise.all(
+      names.map((k) =>
+        cache.getOrSet(k, async () => {
+          // `late` becomes a hash while its loader runs: its write meets WRONGTYPE.
+          if (k === 'late') {
+            await inspector.del(`${cache.prefix}late`);
+            await inspector.hSet(`${cache.prefix}late`, 'field', 'x');
+          }
+          await loaders.wait;
+          return `v ${k}`;
+        }),
+      ),
+    );
+    await settle();
+    loaders.open();
+    expect(await answers).toEqual(names.map((k) => `v ${k}`));
+    // getOrSet answers once its loader has; the writes report a little later.
+    await settle();
+    // `hash`: its lease, then its write (SET_IF reads the key first). `late`: its write, then the
+    // release of the lease it no longer holds. Nothing else failed.
+    expect(failures.sort()).toEqual(['lease hash', 'release late', 'set hash', 'set late']);
+    // The others were written, and the odd keys left as they were.
+    expect(await Promise.all(['a', 'b', 'c'].map((k) => cache.get(k)))).toEqual(['v a', 'v b', 'v c']);
+    expect(await inspector.type(`${cache.prefix}hash`)).toBe('hash');
+    expect(await inspector.type(`${cache.prefix}late`)).toBe('hash');
+  });
+
+  it('refused scripts (an ACL without EVAL) take each lease with SET NX GET; getOrSet answers from the loader', async () => {
+    const { cacheOn, counted, inspector } = await setup(driver, { user: 'noscripts', rules: ['-@scripting'] });
+    /** Script calls the ACL refused so far. */
+    const refusedScripts = async () => {
+      const info = await inspector.info('commandstats');
+      let refused = 0;
+      for (const match of info.matchAll(/^cmdstat_eval(?:sha)?:.*rejected_calls=(\d+)/gm)) refused += Number(match[1]);
+      return refused;
+    };
+    const cache = cacheOn();
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation }) => failures.push(operation));
+    let values: unknown[] = [];
+    const first = await counted(async () => {
+      values = await Promise.all(keys(10, 'x').map((k) => cache.getOrSet(k, () => k)));
+      await settle();
+    });
+    expect(values).toEqual(keys(10, 'x'));
+    // Every lease was taken (natively): none failed. The writes and the releases that follow
+    // them, scripts too, were refused.
+    const count = (operation: string) => failures.filter((o) => o === operation).length;
+    expect([count('lease'), count('set'), count('release')]).toEqual([0, 10, 10]);
+    expect(first.set).toBe(10);
+    // From then on no lease is sent as a script: only the writes and releases are refused.
+    failures.length = 0;
+    const before = await refusedScripts();
+    const again = await counted(async () => {
+      await Promise.all(keys(10, 'y').map((k) => cache.getOrSet(k, () => k)));
+      await settle();
+    });
+    expect(again.set).toBe(10);
+    expect([count('lease'), count('set'), count('release')]).toEqual([0, 10, 10]);
+    expect((await refusedScripts()) - before).toBe(20);
+  });
+
+  it('coalesce: false sends each lease and write as its own command', async () => {
+    const { cacheOn, counted } = await setup(driver, { coalesce: false });
+    const cache = cacheOn();
+    const burst = await counted(async () => {
+      await Promise.all(keys(10, 'solo').map((k) => cache.getOrSet(k, () => k)));
+      await settle();
+    });
+    // Ten SET NX GET leases, and ten scripted writes (their inner SETs counted as SETs too).
+    expect(scriptCalls(burst)).toBe(10);
+    expect(burst.set).toBe(20);
+  });
+
+  it('close() sends the leases and writes waiting for the end of the tick before it closes the connection', async () => {
+    const redis = await startRedis();
+    cleanups.push(() => redis.stop());
+    const store = driver === 'redis' ? redisStore({ url: redis.url }) : ioredisStore({ url: redis.url });
+    const cache = createCache({ namespace: uniqueNamespace('batch'), store, bus: false, failOpen: false });
+    const inspector = await nodeRedis(redis.url);
+    cleanups.push(() => inspector.close());
+    const lease = (key: string) => ({ key: `${cache.prefix}${key}`, value: 'lease', ttl: 60_000 });
+    const leases = await store.lease(keys(3, 'l').map(lease), false);
+    expect(leases).toEqual([undefined, undefined, undefined]);
+    const before = await commandStats(inspector);
+    // Something in flight, so that both the leases and the writes below wait for the tick.
+    const inFlight = cache.get('other');
+    const pending = [
+      store.lease([lease('p0')], false),
+      store.lease([lease('p1')], false),
+      store.setIf([{ key: `${cache.prefix}l0`, value: 'written', ttl: 60_000, expect: 'lease' }]),
+      store.setIf([{ key: `${cache.prefix}l1`, value: 'written', ttl: 60_000, expect: 'lease' }]),
+      inFlight,
+    ];
+    const closing = cache.close();
+    expect(await Promise.all(pending)).toEqual([[undefined], [undefined], [true], [true], undefined]);
+    await closing;
+    // The two leases as one script call, the two writes as another.
+    expect(scriptCalls(statsDelta(before, await commandStats(inspector)))).toBe(2);
+    expect(await inspector.mGet([`${cache.prefix}l0`, `${cache.prefix}l1`, `${cache.prefix}p0`])).toEqual([
+      'written',
+      'written',
+      'lease',
+    ]);
   });
 });
