@@ -12,7 +12,7 @@ import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resil
 import { commandTrace } from '../core/diagnostics.js';
 import { Histogram } from '../core/metrics.js';
 import { Deadlines } from '../resilience/deadlines.js';
-import { TickBatcher } from './tick-batch.js';
+import { MAX_SCRIPT_BATCH, TickBatcher } from './tick-batch.js';
 import {
   settlesWithin,
   type DriverSubscriber,
@@ -292,6 +292,7 @@ export class RedisStore implements Store {
       ? new TickBatcher({
           one: (request, binary) => this.#leaseOne(request, binary),
           many: (requests, binary) => this.#leaseEach(requests, binary),
+          maxBatch: MAX_SCRIPT_BATCH,
           busy,
           // Scripts refused (an ACL without them): each lease is its own `SET NX GET`.
           refused: isRefusal,
@@ -301,6 +302,7 @@ export class RedisStore implements Store {
       ? new TickBatcher({
           one: (write) => this.#setIfOne(write),
           many: (writes) => this.#setIfEach(writes),
+          maxBatch: MAX_SCRIPT_BATCH,
           busy,
           // Refused scripts refuse the single write's script too: it then fails as it would have alone.
           refused: isRefusal,
