@@ -515,8 +515,8 @@ export class RedisStore implements Store {
       const write = writes[0]!;
       return [await (this.#writes === undefined ? this.#setIfOne(write) : this.#writes.send(write, false))];
     }
-    if (!this.driver.cluster) return throwFirstError(await this.#setIfEach(writes)) as boolean[];
-    // A cluster: the keys may be on as many slots, so one script call per key, in one round trip.
+    // Several writes (`getOrSetMany`): one script call per key, in one round trip. Each stays
+    // single-slot on a cluster, and a batch of any size never holds Redis in one long script.
     const replies = await this.#scriptBatch(
       SET_IF,
       writes.map((w) => w.key),
@@ -548,7 +548,7 @@ export class RedisStore implements Store {
       const request = requests[0]!;
       return [await (this.#leases === undefined ? this.#leaseOne(request, binary) : this.#leases.send(request, binary))];
     }
-    if (!this.driver.cluster) return throwFirstError(await this.#leaseEach(requests, binary)) as (Wire | undefined)[];
+    // Several leases (`getOrSetMany`): one native command per key, in one round trip (see `setIf`).
     const keys = requests.map((r) => r.key);
     if (this.#nativeLease) {
       const commands = requests.map(leaseCommand);
