@@ -605,7 +605,7 @@ export class Cache {
           : (await core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary))[0];
       if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
     } catch (error) {
-      if (lease !== undefined && error instanceof StoreError && error.reply) {
+      if (lease !== undefined && refusesWrites(error)) {
         // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
         core.leaseFirstRefused = true;
         core.leaseFirst = false;
@@ -2430,3 +2430,14 @@ export function createCache(options: CacheOptions = {}): Cache {
 
 /** Open caches per store: the last one to close closes the store. */
 const storeUsers = new WeakMap<Store, number>();
+
+/**
+ * An error reply that refuses every write, not this key alone: memory full under `noeviction`,
+ * an ACL without `SET`, a read-only replica. A key of another type (`WRONGTYPE`) is this key's
+ * problem and leaves lease-first reads on.
+ */
+function refusesWrites(error: unknown): boolean {
+  if (!(error instanceof StoreError && error.reply)) return false;
+  const cause = error.cause;
+  return cause instanceof Error && /^(OOM|NOPERM|READONLY)\b/.test(cause.message);
+}

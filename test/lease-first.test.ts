@@ -1,0 +1,80 @@
+/**
+ * Lease-first reads: while misses are common, `getOrSet` reads with `SET NX PX GET` (the read
+ * and the lease in one command). Redis refusing every write (OOM under `noeviction`) turns them
+ * off for good; one key of another type (`WRONGTYPE`) does not. Both drivers, on a private
+ * redis-server so `INFO commandstats` counts only this file's commands.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCache, type Cache } from '../src/index.js';
+import { ioredisStore } from '../src/stores/ioredis.js';
+import { redisStore } from '../src/stores/redis.js';
+import { startRedis } from './helpers/redis-server.js';
+import { commandStats, ioredis, nodeRedis, statsDelta, uniqueNamespace } from './helpers/redis.js';
+
+type Driver = 'redis' | 'ioredis';
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+});
+
+async function setup(driver: Driver) {
+  const redis = await startRedis();
+  cleanups.push(() => redis.stop());
+  const inspector = await nodeRedis(redis.url);
+  cleanups.push(() => inspector.close());
+  let cache: Cache;
+  if (driver === 'redis') {
+    const client = await nodeRedis(redis.url);
+    cleanups.push(async () => client.destroy());
+    cache = createCache({ namespace: uniqueNamespace('lf'), store: redisStore({ client }), bus: false });
+  } else {
+    const client = await ioredis(redis.url);
+    cleanups.push(async () => client.disconnect());
+    cache = createCache({ namespace: uniqueNamespace('lf'), store: ioredisStore({ client }), bus: false });
+  }
+  cleanups.push(() => cache.close());
+  /** `count` cold keys read one after the other; the commands Redis counted meanwhile. */
+  const misses = async (prefix: string, count: number): Promise<Record<string, number>> => {
+    const before = await commandStats(inspector);
+    for (let i = 0; i < count; i++) expect(await cache.getOrSet(`${prefix}${i}`, () => `v${i}`)).toBe(`v${i}`);
+    // The last write settles after its getOrSet has answered.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return statsDelta(before, await commandStats(inspector));
+  };
+  return { cache, inspector, misses };
+}
+
+describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver) => {
+  it('a key of another type fails its own lease only: reads keep taking the lease', async () => {
+    const { cache, inspector, misses } = await setup(driver);
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation }) => failures.push(operation));
+    // Enough misses for lease-first reads to start (over 20% of recent reads missed).
+    await misses('warm', 30);
+    await inspector.hSet(`${cache.prefix}hash`, 'field', 'x');
+    expect(await cache.getOrSet('hash', () => 'loaded')).toBe('loaded');
+    expect(failures).toContain('lease');
+    const after = await misses('cold', 10);
+    // Per miss: the lease-read (a SET), then the compare-and-set script with its GET and SET.
+    // A GET-first read would add a GET per miss.
+    expect(after.get).toBe(10);
+    expect(after.set).toBe(20);
+  });
+
+  it('Redis refusing every write (OOM) turns lease-first reads off; getOrSet answers from the loader', async () => {
+    const { cache, inspector, misses } = await setup(driver);
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation }) => failures.push(operation));
+    await misses('warm', 30);
+    // Below what Redis already uses: every write is refused with OOM, reads still answer.
+    await inspector.configSet({ maxmemory: '1', 'maxmemory-policy': 'noeviction' });
+    await misses('full', 5);
+    expect(failures).toContain('lease');
+    const after = await misses('cold', 10);
+    // Per miss: a plain GET again, then the lease (refused, so not counted) and the write script,
+    // whose GET runs before its SET is refused. Lease-first reads would send no plain GET.
+    expect(after.get).toBe(20);
+    expect(after.evalsha).toBe(10);
+    expect(after.set).toBeUndefined();
+  });
+});
