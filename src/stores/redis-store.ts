@@ -420,13 +420,8 @@ export class RedisStore implements Store {
       ...keys,
       ...args,
     ];
-    // A multi-key call (a coalesced batch) is traced with its key count.
-    const send = (): Promise<unknown> =>
-      keys.length > 1
-        ? this.run(() => this.driver.send(command, keys[0], binary), { command: String(command[0]), keys })
-        : this.#send(command, keys[0], binary);
     try {
-      const reply = await send();
+      const reply = await this.#sendScript(command, keys, binary);
       this.#loadedScripts.add(script);
       return reply;
     } catch (error) {
@@ -434,10 +429,16 @@ export class RedisStore implements Store {
       this.#loadedScripts.delete(script);
       command[0] = 'EVAL';
       command[1] = script.source;
-      const reply = await send();
+      const reply = await this.#sendScript(command, keys, binary);
       this.#loadedScripts.add(script);
       return reply;
     }
+  }
+
+  /** A script call; a multi-key one (a coalesced batch) is traced with its key count. */
+  #sendScript(command: RedisCommand, keys: readonly string[], binary: boolean): Promise<unknown> {
+    if (keys.length <= 1) return this.#send(command, keys[0], binary);
+    return this.run(() => this.driver.send(command, keys[0], binary), { command: String(command[0]), keys });
   }
 
   /** Runs a script once per key in one round trip; `argsFor(i)` gives each call's arguments. */
@@ -538,7 +539,7 @@ export class RedisStore implements Store {
       writes.map((w) => w.key),
       writes.flatMap(setIfArgs),
     )) as unknown[];
-    return replies.map((reply) => (reply instanceof Error ? this.#wrap(reply) : setIfReply(reply)));
+    return this.#eachReply(replies, setIfReply);
   }
 
   async lease(requests: readonly LeaseRequest[], binary: boolean): Promise<(Wire | undefined)[]> {
@@ -567,6 +568,11 @@ export class RedisStore implements Store {
       { command: 'EVAL', keys },
     );
     return this.#firstReplies(this.#throwFirst(replies)).map(nullToUndefined);
+  }
+
+  /** Each key's reply of a multi-key script, mapped; a key's error reply kept as a `StoreError` for that key alone. */
+  #eachReply<R>(replies: readonly unknown[], map: (reply: unknown) => R): (R | StoreError)[] {
+    return replies.map((reply) => (reply instanceof Error ? this.#wrap(reply) : map(reply)));
   }
 
   /** The one reply inside each single-key script call's array, or the first key's error thrown. */
@@ -605,7 +611,7 @@ export class RedisStore implements Store {
       requests.flatMap((r) => [r.value as RedisArg, px(r.ttl)]),
       binary,
     )) as unknown[];
-    return replies.map((reply) => (reply instanceof Error ? this.#wrap(reply) : nullToUndefined(reply)));
+    return this.#eachReply(replies, nullToUndefined);
   }
 
   async deleteIf(key: string, expect: string, notify?: Notice): Promise<boolean> {
