@@ -7,8 +7,13 @@
  * - a batch that times out fails open; `close()` sends a pending batch first;
  * - the leases and compare-and-set writes of concurrent misses go out as one script call each;
  *   a key of another type fails only its own lease or write; refused scripts (an ACL) fall back
- *   to `SET NX GET` leases.
+ *   to `SET NX GET` leases;
+ * - `CROSSSLOT` (a multi-key command over several slots, refused as a sharding proxy does) turns
+ *   all three kinds of batch off for good.
  */
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   createCache,
@@ -367,6 +372,18 @@ describe.each<Driver>(['redis', 'ioredis'])('lease and write coalescing over %s'
     expect(again.set).toBe(10);
     expect([count('lease'), count('set'), count('release')]).toEqual([0, 10, 10]);
     expect((await refusedScripts()) - before).toBe(20);
+
+    // Nothing was cached: the next call loads again. `lock: false` writes with plain SETs, so
+    // under such an ACL it caches (the README's advice).
+    let loads = 0;
+    expect(await cache.getOrSet('x0', () => `again ${++loads}`)).toBe('again 1');
+    const plain = cacheOn({ lock: false });
+    const plainFailures: string[] = [];
+    plain.on('store-error', ({ operation }) => plainFailures.push(operation));
+    const cached = await Promise.all(keys(10, 'z').map((k) => plain.getOrSet(k, () => `${k} ${++loads}`)));
+    await settle();
+    expect(await Promise.all(keys(10, 'z').map((k) => plain.getOrSet(k, () => 'loaded twice')))).toEqual(cached);
+    expect(plainFailures).toEqual([]);
   });
 
   it('coalesce: false sends each lease and write as its own command', async () => {
@@ -411,5 +428,81 @@ describe.each<Driver>(['redis', 'ioredis'])('lease and write coalescing over %s'
       'written',
       'lease',
     ]);
+  });
+});
+
+/**
+ * A plain client on a cluster node that owns every slot: single-key commands work, and a
+ * multi-key command over several slots is refused with `CROSSSLOT`, as some sharding proxies
+ * do. No test here runs the cluster drivers (test/cluster does).
+ */
+describe.each<Driver>(['redis', 'ioredis'])('coalescing refused with CROSSSLOT, over %s', (driver) => {
+  async function crossSlotSetup() {
+    const config = `larder-crossslot-${process.pid}-${Math.random().toString(36).slice(2)}.conf`;
+    const ctx = await setup(driver, { serverArgs: ['--cluster-enabled', 'yes', '--cluster-config-file', config] });
+    cleanups.push(async () => rmSync(join(tmpdir(), config), { force: true }));
+    await ctx.inspector.sendCommand(['CLUSTER', 'ADDSLOTSRANGE', '0', '16383']);
+    for (let i = 0; !(await ctx.inspector.clusterInfo()).includes('cluster_state:ok'); i++) {
+      if (i === 200) throw new Error('the one-node cluster did not come up');
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    return ctx;
+  }
+
+  /** Commands Redis refused so far (CROSSSLOT counts as a rejected call), per command. */
+  const rejected = async (inspector: NodeRedis): Promise<Record<string, number>> => {
+    const info = await inspector.info('commandstats');
+    const counts: Record<string, number> = {};
+    for (const [, name, n] of info.matchAll(/^cmdstat_(\w+):.*rejected_calls=(\d+)/gm)) counts[name!] = Number(n);
+    return counts;
+  };
+
+  it('reads, leases and writes are sent key by key after the first refusal; nothing fails, every key gets its TTL', async () => {
+    const { cacheOn, counted, inspector } = await crossSlotSetup();
+    const cache = cacheOn();
+    const failures: unknown[] = [];
+    cache.on('store-error', ({ error }) => failures.push(error));
+    const names = keys(12, 'slot');
+    const loaders = gate();
+    let values: unknown[] = [];
+    const before = await rejected(inspector);
+    await counted(async () => {
+      const all = Promise.all(
+        names.map((k) =>
+          cache.getOrSet(k, async () => {
+            await loaders.wait;
+            return `v ${k}`;
+          }),
+        ),
+      );
+      await settle();
+      loaders.open();
+      values = await all;
+      await settle();
+    });
+    expect(values).toEqual(names.map((k) => `v ${k}`));
+    expect(failures).toEqual([]);
+    // One lease batch and one write batch were refused, then sent key by key.
+    const after = await rejected(inspector);
+    expect((after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0)).toBe(2);
+    for (const k of names) expect(await inspector.pTTL(`${cache.prefix}${k}`)).toBeGreaterThan(0);
+
+    // Reads: the MGET of a burst is refused once, then every read is a GET.
+    const reads = await counted(async () => (values = await Promise.all(names.map((k) => cache.get(k)))));
+    expect(values).toEqual(names.map((k) => `v ${k}`));
+    expect(reads.get).toBe(names.length);
+    expect((await rejected(inspector)).mget! - (before.mget ?? 0)).toBe(1);
+
+    // From then on, nothing multi-key is tried: a new burst of misses is refused nothing.
+    const settled = await rejected(inspector);
+    const again = await counted(async () => {
+      values = await Promise.all(keys(12, 'later').map((k) => cache.getOrSet(k, () => k)));
+      await settle();
+    });
+    expect(values).toEqual(keys(12, 'later'));
+    expect(await rejected(inspector)).toEqual(settled);
+    // Twelve leases (SET NX GET) and twelve single-key scripted writes.
+    expect(scriptCalls(again)).toBe(12);
+    expect(failures).toEqual([]);
   });
 });
