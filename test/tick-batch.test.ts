@@ -270,26 +270,29 @@ function gate(): { wait: Promise<void>; open: () => void } {
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
 
+/** Misses on every key at once, their loaders held until all have leased, then let go in one tick. */
+async function coldBurst(cache: Cache, names: readonly string[]): Promise<unknown[]> {
+  const loaders = gate();
+  const all = Promise.all(
+    names.map((k) =>
+      cache.getOrSet(k, async () => {
+        await loaders.wait;
+        return `v ${k}`;
+      }),
+    ),
+  );
+  await settle();
+  loaders.open();
+  return all;
+}
+
 describe.each<Driver>(['redis', 'ioredis'])('lease and write coalescing over %s', (driver) => {
   it('concurrent misses take their leases and write in script calls of up to MAX_SCRIPT_BATCH keys, every key with its TTL', async () => {
     const { cacheOn, counted, inspector } = await setup(driver);
     const cache = cacheOn();
     const names = keys(2 * MAX_SCRIPT_BATCH + 1, 'cold');
-    const loaders = gate();
     let values: unknown[] = [];
-    const burst = await counted(async () => {
-      const all = Promise.all(
-        names.map((k) =>
-          cache.getOrSet(k, async () => {
-            await loaders.wait;
-            return `v ${k}`;
-          }),
-        ),
-      );
-      await settle();
-      loaders.open();
-      values = await all;
-    });
+    const burst = await counted(async () => (values = await coldBurst(cache, names)));
     expect(values).toEqual(names.map((k) => `v ${k}`));
     // Reads: a GET at once, an MGET of the others. Leases: the first alone (SET NX GET), the
     // others in two script calls. Writes: the first alone, the others in two script calls.
@@ -463,21 +466,10 @@ describe.each<Driver>(['redis', 'ioredis'])('coalescing refused with CROSSSLOT, 
     const failures: unknown[] = [];
     cache.on('store-error', ({ error }) => failures.push(error));
     const names = keys(12, 'slot');
-    const loaders = gate();
     let values: unknown[] = [];
     const before = await rejected(inspector);
     await counted(async () => {
-      const all = Promise.all(
-        names.map((k) =>
-          cache.getOrSet(k, async () => {
-            await loaders.wait;
-            return `v ${k}`;
-          }),
-        ),
-      );
-      await settle();
-      loaders.open();
-      values = await all;
+      values = await coldBurst(cache, names);
       await settle();
     });
     expect(values).toEqual(names.map((k) => `v ${k}`));
