@@ -1,5 +1,5 @@
 /**
- * The Redis store through ioredis (v5 or v6): a `Redis` (Sentinel-managed ones included:
+ * The Redis store through ioredis (v6): a `Redis` (Sentinel-managed ones included:
  * `new Redis({ sentinels, name })`), a `Cluster`, or a URL.
  *
  * @see docs/scaling.md for clusters and Sentinel
