@@ -1,7 +1,7 @@
 /**
  * Lease-first reads: while misses are common, `getOrSet` reads with `SET NX PX GET` (the read
- * and the lease in one command). Redis refusing every write (OOM under `noeviction`) turns them
- * off for good; one key of another type (`WRONGTYPE`) does not. Both drivers, on a private
+ * and the lease in one command). Redis refusing every write (OOM under `noeviction`, an ACL
+ * without `SET`) turns them off for good; one key of another type (`WRONGTYPE`) does not. Both drivers, on a private
  * redis-server so `INFO commandstats` counts only this file's commands.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -73,6 +73,21 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
     const after = await misses('cold', 10);
     // Per miss: a plain GET again, then the lease (refused, so not counted) and the write script,
     // whose GET runs before its SET is refused. Lease-first reads would send no plain GET.
+    expect(after.get).toBe(20);
+    expect(after.evalsha).toBe(10);
+    expect(after.set).toBeUndefined();
+  });
+
+  it('an ACL that takes SET away (NOPERM) turns lease-first reads off too', async () => {
+    const { cache, inspector, misses } = await setup(driver);
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation }) => failures.push(operation));
+    await misses('warm', 30);
+    await inspector.sendCommand(['ACL', 'SETUSER', 'default', '-set']);
+    await misses('denied', 5);
+    expect(failures).toContain('lease');
+    // The same commands per miss as under OOM: GET-first reads again.
+    const after = await misses('cold', 10);
     expect(after.get).toBe(20);
     expect(after.evalsha).toBe(10);
     expect(after.set).toBeUndefined();
