@@ -474,9 +474,14 @@ describe.each<Driver>(['redis', 'ioredis'])('coalescing refused with CROSSSLOT, 
     });
     expect(values).toEqual(names.map((k) => `v ${k}`));
     expect(failures).toEqual([]);
-    // One lease batch and one write batch were refused, then sent key by key.
+    // At least one lease batch and one write batch were refused, then sent key by key. More than
+    // one lease batch can be: the burst's MGET is refused first, so its misses are read by GETs
+    // whose replies may come back over several ticks (a loaded machine), and each tick's leases
+    // leave as a batch before the first refusal is back. The burst below shows none is tried after.
     const after = await rejected(inspector);
-    expect((after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0)).toBe(2);
+    const refusedScripts = (after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0);
+    expect(refusedScripts).toBeGreaterThanOrEqual(2);
+    expect(refusedScripts).toBeLessThanOrEqual(names.length);
     for (const k of names) expect(await inspector.pTTL(`${cache.prefix}${k}`)).toBeGreaterThan(0);
 
     // Reads: the MGET of a burst is refused once, then every read is a GET.
