@@ -20,7 +20,7 @@ export type {
   EntryOptions,
   WriteOptions,
 } from './core/options.js';
-export type { Loader, LoaderContext } from './core/loader.js';
+export type { InferringLoader, Loader, LoaderContext, LoaderValue } from './core/loader.js';
 export type { CacheStats } from './core/stats.js';
 export type {
   BreakerEvent,

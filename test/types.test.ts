@@ -26,13 +26,33 @@ describe('types', () => {
     expectTypeOf(await cache.get<number>('a')).toEqualTypeOf<number | undefined>();
     expectTypeOf(await cache.getMany<number>(['a'])).toEqualTypeOf<(number | undefined)[]>();
     expectTypeOf(cache.stats()).toEqualTypeOf<CacheStats>();
-    // A loader that reads its context cannot also drive inference: name the type.
-    await cache.getOrSet<number>('c', (context) => {
+    // A loader that takes its context still gives the value's type; `stale` is then unknown.
+    const found = await cache.getOrSet('f', async ({ signal, stale }) => {
+      expectTypeOf(signal).toEqualTypeOf<AbortSignal>();
+      expectTypeOf(stale).toEqualTypeOf<unknown>();
+      return { id: 3, name: 'Grace' };
+    });
+    expectTypeOf(found).toEqualTypeOf<{ id: number; name: string }>();
+    // Naming the type types `stale` too, and holds the loader to it.
+    const named = await cache.getOrSet<number>('c', (context) => {
       expectTypeOf(context).toEqualTypeOf<LoaderContext<number>>();
-      expectTypeOf(context.signal).toEqualTypeOf<AbortSignal>();
       expectTypeOf(context.stale).toEqualTypeOf<number | undefined>();
       return 1;
     });
+    expectTypeOf(named).toEqualTypeOf<number>();
+    // @ts-expect-error: the loader returns a string, not the number named
+    await cache.getOrSet<number>('c2', () => 'one').catch(() => undefined);
+    // With a schema, its output is the value's type whatever the loader returns (it is validated),
+    // and `stale` has it.
+    const parsed = await cache.getOrSet(
+      's2',
+      ({ stale }) => {
+        expectTypeOf(stale).toEqualTypeOf<{ id: number } | undefined>();
+        return JSON.parse('{"id":4}') as unknown;
+      },
+      { schema, ttl: 1000 },
+    );
+    expectTypeOf(parsed).toEqualTypeOf<{ id: number }>();
     // @ts-expect-error: the loader must be a function
     await cache.getOrSet('x', 42).catch(() => undefined);
     // @ts-expect-error: durations are numbers of milliseconds

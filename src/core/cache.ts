@@ -47,7 +47,16 @@ import {
 } from './entry.js';
 import { CacheEmitter, type CacheEventMap, type CacheEventName, type Tier } from './events.js';
 import { checkNamespace, checkVersion, DEFAULT_MAX_KEY_LENGTH, KeySpace } from './keys.js';
-import { Abortable, runLoader, softTimeout, TIMED_OUT, type Loader } from './loader.js';
+import {
+  Abortable,
+  runLoader,
+  softTimeout,
+  TIMED_OUT,
+  type InferringLoader,
+  type LoaderValue,
+  type Loader,
+  type LoaderContext,
+} from './loader.js';
 import {
   LIBRARY_DEFAULTS,
   resolveEntryOptions,
@@ -455,7 +464,21 @@ export class Cache {
    * Rejects with the loader's error (unless a stale value can be served), a
    * `LoaderTimeoutError`, a `ValidationError` (loaded value does not fit `schema`), an
    * `AbortError` (`signal`), or an `InvalidKeyError`. Never with a store error.
+   *
+   * Three signatures, tried in order, so that the value's type is inferred wherever it can be:
+   * - with a `schema`, the value is the schema's output, and the loader may return anything
+   *   (its value is validated before it is cached or returned);
+   * - otherwise the loader's return type gives the value's type, the context's `stale` then
+   *   being `unknown`;
+   * - with the type named (`getOrSet<User>(…)`), the loader must return it and `stale` has it.
    */
+  getOrSet<T>(
+    key: string,
+    loader: (context: LoaderContext<T>) => unknown,
+    options: GetOrSetOptions<T> & { readonly schema: StandardSchemaV1<unknown, T> },
+  ): Promise<T>;
+  getOrSet<L extends InferringLoader>(key: string, loader: L, options?: GetOrSetOptions<LoaderValue<L>>): Promise<LoaderValue<L>>;
+  getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T>;
   getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T> {
     const core = this.#core;
     let fullKey: string;

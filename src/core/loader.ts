@@ -59,6 +59,15 @@ export interface LoaderContext<T> {
 export type Loader<T> = (context: LoaderContext<T>) => T | Promise<T>;
 
 /**
+ * A loader whose return type gives the value's type. Its context's `stale` is `unknown`: a
+ * context typed by the value could not also let TypeScript infer the value from the loader.
+ */
+export type InferringLoader = (context: LoaderContext<unknown>) => unknown;
+
+/** The value an {@link InferringLoader} resolves to. */
+export type LoaderValue<L extends InferringLoader> = Awaited<ReturnType<L>>;
+
+/**
  * Calls `loader` with `abortable`'s signal, aborting it and rejecting after `hardTimeout` ms.
  * Without a hard timeout it returns what the loader returned (a value or a promise) and throws
  * what it throws: the caller awaits only when it must.
