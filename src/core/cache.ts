@@ -58,8 +58,16 @@ import {
   type LoaderContext,
 } from './loader.js';
 import {
+  CACHE_OPTION_NAMES,
+  checkOptionNames,
+  GET_OPTION_NAMES,
+  GET_OR_SET_OPTION_NAMES,
+  HAS_OPTION_NAMES,
   LIBRARY_DEFAULTS,
   resolveEntryOptions,
+  SET_MANY_ENTRY_NAMES,
+  SET_OPTION_NAMES,
+  WRITE_OPTION_NAMES,
   type CacheOptions,
   type GetOptions,
   type GetOrSetManyOptions,
@@ -176,30 +184,6 @@ interface Job<T> {
    */
   readonly announce: boolean;
 }
-
-const CACHE_OPTION_NAMES = new Set<string>([
-  'store',
-  'namespace',
-  'version',
-  'ttl',
-  'jitter',
-  'grace',
-  'negativeTtl',
-  'timeout',
-  'hardTimeout',
-  'failSafeBackoff',
-  'earlyRefresh',
-  'lock',
-  'serializer',
-  'compression',
-  'maxKeyLength',
-  'failOpen',
-  'clock',
-  'l1',
-  'bus',
-  'tagTtl',
-  'metrics',
-]);
 
 function checkSerializer(serializer: unknown): Serializer {
   const s = serializer as Partial<Serializer> | null;
@@ -489,6 +473,7 @@ export class Cache {
       fullKey = this.#keys.full(key);
       if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
       // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
+      if (options !== undefined) checkOptionNames(options, GET_OR_SET_OPTION_NAMES);
       opts = resolveEntryOptions(core.defaults, options);
       if (options?.tags !== undefined) core.tags.check(options.tags);
       codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
@@ -1414,6 +1399,7 @@ export class Cache {
   /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
   async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
     this.#open(options?.signal);
+    if (options !== undefined) checkOptionNames(options, HAS_OPTION_NAMES);
     const core = this.#core;
     const fullKey = this.#keys.full(key);
     const cached = core.coherence.l1Get(fullKey, core.clock.now());
@@ -1440,6 +1426,7 @@ export class Cache {
    */
   async getMany<T = unknown>(keys: readonly string[], options?: GetOptions<T>): Promise<(T | undefined)[]> {
     this.#open(options?.signal);
+    if (options !== undefined) checkOptionNames(options, GET_OPTION_NAMES);
     const core = this.#core;
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
@@ -1520,6 +1507,11 @@ export class Cache {
    */
   set(key: string, value: unknown, options?: SetOptions): Promise<void> {
     if (options === undefined) return this.setMany([{ key, value }]);
+    try {
+      checkOptionNames(options, SET_OPTION_NAMES);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const { signal, ...entry } = options;
     return this.setMany([{ ...entry, key, value }], { signal });
   }
@@ -1529,16 +1521,19 @@ export class Cache {
    * a value the serializer refuses (`SerializationError`) sends nothing.
    */
   setMany(entries: readonly SetManyEntry[], options?: WriteOptions): Promise<void> {
-    return this.#abortable(options?.signal, () => this.#setMany(entries));
+    return this.#abortable(options, () => this.#setMany(entries));
   }
 
   /**
    * Runs a write for a caller who may abort: an `AbortError` at once if the signal has fired
    * (nothing sent), or when it fires (the write goes on in the background, see `WriteOptions`).
+   * Misspelt option names are refused first, like a fired signal.
    */
-  #abortable<R>(signal: AbortSignal | undefined, write: () => Promise<R>): Promise<R> {
+  #abortable<R>(options: WriteOptions | undefined, write: () => Promise<R>): Promise<R> {
+    const signal = options?.signal;
     try {
       this.#open(signal);
+      if (options !== undefined) checkOptionNames(options, WRITE_OPTION_NAMES);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -1550,6 +1545,7 @@ export class Cache {
     const core = this.#core;
     if (!Array.isArray(entries)) throw new InvalidOptionError('entries', `expected an array, got ${describe(entries)}`);
     const prepared = entries.map((entry) => {
+      checkOptionNames(entry, SET_MANY_ENTRY_NAMES);
       const fullKey = this.#keys.full(entry.key);
       const opts = resolveEntryOptions(core.defaults, entry);
       const tags = entry.tags === undefined || entry.tags.length === 0 ? undefined : core.tags.check(entry.tags);
@@ -1601,7 +1597,7 @@ export class Cache {
 
   /** Deletes many keys in one round trip; returns how many existed. */
   deleteMany(keys: readonly string[], options?: WriteOptions): Promise<number> {
-    return this.#abortable(options?.signal, () => this.#deleteMany(keys));
+    return this.#abortable(options, () => this.#deleteMany(keys));
   }
 
   async #deleteMany(keys: readonly string[]): Promise<number> {
@@ -1626,7 +1622,7 @@ export class Cache {
    * batches; returns how many keys were removed. Other namespaces are untouched.
    */
   clear(options?: WriteOptions): Promise<number> {
-    return this.#abortable(options?.signal, () => this.#clear());
+    return this.#abortable(options, () => this.#clear());
   }
 
   async #clear(): Promise<number> {
@@ -1651,7 +1647,7 @@ export class Cache {
    * lazily when read; a load in progress produces an entry that is already invalid.
    */
   invalidateTags(tags: readonly string[], options?: WriteOptions): Promise<void> {
-    return this.#abortable(options?.signal, () => this.#invalidateTags(tags));
+    return this.#abortable(options, () => this.#invalidateTags(tags));
   }
 
   async #invalidateTags(tags: readonly string[]): Promise<void> {
@@ -1710,6 +1706,7 @@ export class Cache {
   async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<T[]> {
     const core = this.#core;
     this.#open(options?.signal);
+    if (options !== undefined) checkOptionNames(options, GET_OR_SET_OPTION_NAMES);
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
@@ -2438,9 +2435,7 @@ function toStoreError(error: unknown): StoreError {
  */
 export function createCache(options: CacheOptions = {}): Cache {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');
-  for (const name of Object.keys(options)) {
-    if (!CACHE_OPTION_NAMES.has(name)) throw new InvalidOptionError(name, 'unknown option');
-  }
+  checkOptionNames(options, CACHE_OPTION_NAMES);
   const namespace = checkNamespace('namespace', options.namespace ?? 'larder');
   const version = checkVersion('version', options.version ?? 1);
   const maxKeyLength =

@@ -279,6 +279,79 @@ export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'
   signal?: AbortSignal;
 }
 
+/**
+ * The names each call takes, to refuse a misspelt one (`{ tll: 5 }` would otherwise be the
+ * defaults, silently). Each list is a `Record` of its type's keys, so it cannot drift from it.
+ */
+function optionNames<O>(names: Record<keyof O & string, true>): OptionNames {
+  return Object.freeze(Object.assign(Object.create(null) as OptionNames, names));
+}
+
+/** A name → `true` record without a prototype (a lookup is cheaper than `Set.has`, measured). */
+type OptionNames = Readonly<Record<string, true | undefined>>;
+
+const ENTRY_NAMES = { ttl: true, jitter: true, grace: true, negativeTtl: true, serializer: true, tags: true } as const;
+
+export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
+  store: true,
+  namespace: true,
+  version: true,
+  ttl: true,
+  jitter: true,
+  grace: true,
+  negativeTtl: true,
+  timeout: true,
+  hardTimeout: true,
+  failSafeBackoff: true,
+  earlyRefresh: true,
+  lock: true,
+  serializer: true,
+  compression: true,
+  maxKeyLength: true,
+  failOpen: true,
+  clock: true,
+  l1: true,
+  bus: true,
+  tagTtl: true,
+  metrics: true,
+});
+
+export const GET_OR_SET_OPTION_NAMES = optionNames<GetOrSetOptions>({
+  ...ENTRY_NAMES,
+  timeout: true,
+  hardTimeout: true,
+  failSafeBackoff: true,
+  earlyRefresh: true,
+  lock: true,
+  signal: true,
+  schema: true,
+  forceFresh: true,
+});
+
+export const GET_OPTION_NAMES = optionNames<GetOptions>({ serializer: true, allowStale: true, schema: true, signal: true });
+export const HAS_OPTION_NAMES = optionNames<Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>>({
+  serializer: true,
+  allowStale: true,
+  signal: true,
+});
+export const WRITE_OPTION_NAMES = optionNames<WriteOptions>({ signal: true });
+export const SET_OPTION_NAMES = optionNames<SetOptions>({ ...ENTRY_NAMES, signal: true });
+export const SET_MANY_ENTRY_NAMES = optionNames<EntryOptions & { key: string; value: unknown }>({
+  ...ENTRY_NAMES,
+  key: true,
+  value: true,
+});
+
+const EARLY_REFRESH_OPTION_NAMES = optionNames<EarlyRefreshOptions>({ beta: true, ahead: true });
+const LOCK_OPTION_NAMES = optionNames<LockOptions>({ ttl: true, wait: true });
+
+/** Throws `InvalidOptionError` for a name `names` does not hold (named `within.name` in an option's object). */
+export function checkOptionNames(options: object, names: OptionNames, within?: string): void {
+  for (const name in options) {
+    if (names[name] !== true) throw new InvalidOptionError(within === undefined ? name : `${within}.${name}`, 'unknown option');
+  }
+}
+
 /** Everything an entry's lifetime depends on, resolved and frozen. */
 export interface ResolvedEntryOptions {
   readonly ttl: number;
@@ -313,6 +386,7 @@ function resolveEarlyRefresh(
   if (value === undefined) return base;
   if (value === false) return false;
   if (typeof value !== 'object' || value === null) throw new InvalidOptionError('earlyRefresh', 'expected an object or false');
+  checkOptionNames(value, EARLY_REFRESH_OPTION_NAMES, 'earlyRefresh');
   const from = base === false ? LIBRARY_DEFAULTS.earlyRefresh : base;
   if (from === false) return false;
   const beta = value.beta === undefined ? from.beta : value.beta;
@@ -327,6 +401,7 @@ function resolveLock(value: LockOptions | false | undefined, base: ResolvedEntry
   if (value === undefined) return base;
   if (value === false) return false;
   if (typeof value !== 'object' || value === null) throw new InvalidOptionError('lock', 'expected an object or false');
+  checkOptionNames(value, LOCK_OPTION_NAMES, 'lock');
   const from = base === false ? LIBRARY_DEFAULTS.lock : base;
   if (from === false) return false;
   return Object.freeze({

@@ -225,6 +225,40 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect((error as Error).name).toBe('InvalidKeyError');
       });
 
+      it('refuses a misspelt option name on every call, before any I/O, and nothing is written', async () => {
+        const spy = spyStore(await h.store());
+        const cache = await make({}, spy.store);
+        const loader = vi.fn(() => 1);
+        const tll = { tll: 5 } as never;
+        const calls: [string, () => Promise<unknown>][] = [
+          ['getOrSet', () => cache.getOrSet('k', loader, tll)],
+          ['getOrSetMany', () => cache.getOrSetMany(['k'], () => [1], tll)],
+          ['get', () => cache.get('k', { allowstale: true } as never)],
+          ['getMany', () => cache.getMany(['k'], tll)],
+          ['has', () => cache.has('k', { schema: {} } as never)],
+          ['set', () => cache.set('k', 1, tll)],
+          ['setMany', () => cache.setMany([{ key: 'k', value: 1, tll: 5 } as never])],
+          ['setMany options', () => cache.setMany([{ key: 'k', value: 1 }], tll)],
+          ['delete', () => cache.delete('k', { sginal: undefined } as never)],
+          ['deleteMany', () => cache.deleteMany(['k'], tll)],
+          ['clear', () => cache.clear(tll)],
+          ['invalidateTags', () => cache.invalidateTags(['t'], tll)],
+        ];
+        const refused: string[] = [];
+        for (const [name, call] of calls) {
+          let returned: Promise<unknown> | undefined;
+          expect(() => (returned = call())).not.toThrow();
+          const error = await returned!.catch((e: unknown) => e);
+          if (error instanceof InvalidOptionError && /: unknown option/.test(error.message)) refused.push(name);
+        }
+        expect(refused).toEqual(calls.map(([name]) => name));
+        expect(loader).not.toHaveBeenCalled();
+        expect(spy.calls.filter((c) => c !== 'close' && c !== 'watchBreaker')).toEqual([]);
+        // The names each call does take still pass.
+        expect(await cache.getOrSet('k', () => 2, { ttl: 1_000, jitter: 0, tags: ['t'], forceFresh: true })).toBe(2);
+        expect(await cache.get('k', { allowStale: true })).toBe(2);
+      });
+
       it('getOrSetMany rejects bad options with a typed error, and the keys stay usable', async () => {
         const cache = await make();
         await expect(cache.getOrSetMany(['a', 'b'], (keys) => keys, { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionError);
@@ -250,6 +284,10 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(() => createCache({ ttl: -5 })).toThrow(InvalidOptionError);
         expect(() => createCache({ namespace: 'bad name*' })).toThrow(InvalidOptionError);
         expect(() => createCache({ tll: 5 } as never)).toThrow(/tll: unknown option/);
+        expect(() => createCache({ lock: { wiat: 5 } as never })).toThrow(/lock\.wiat: unknown option/);
+        await expect(cache.getOrSet('k', () => 1, { earlyRefresh: { aheed: 0.5 } as never })).rejects.toThrow(
+          /earlyRefresh\.aheed: unknown option/,
+        );
       });
 
       it('runs the loader once for 1,000 concurrent misses, and everyone gets the result', async () => {
