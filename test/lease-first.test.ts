@@ -1,15 +1,16 @@
 /**
  * Lease-first reads: while misses are common, `getOrSet` reads with `SET NX PX GET` (the read
  * and the lease in one command). Redis refusing every write (OOM under `noeviction`, an ACL
- * without `SET`) turns them off for good; one key of another type (`WRONGTYPE`) does not. Both drivers, on a private
- * redis-server so `INFO commandstats` counts only this file's commands.
+ * without `SET`) turns them off for 30 s, then they are tried again; one key of another type
+ * (`WRONGTYPE`) does not. Both drivers, on a private redis-server so `INFO commandstats` counts
+ * only this file's commands.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCache, type Cache } from '../src/index.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
 import { redisStore } from '../src/stores/redis.js';
 import { startRedis } from './helpers/redis-server.js';
-import { commandStats, ioredis, nodeRedis, statsDelta, uniqueNamespace } from './helpers/redis.js';
+import { commandStats, ioredis, ManualClock, nodeRedis, statsDelta, uniqueNamespace } from './helpers/redis.js';
 
 type Driver = 'redis' | 'ioredis';
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -17,7 +18,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
 });
 
-async function setup(driver: Driver) {
+async function setup(driver: Driver, clock = new ManualClock()) {
   const redis = await startRedis();
   cleanups.push(() => redis.stop());
   const inspector = await nodeRedis(redis.url);
@@ -26,11 +27,11 @@ async function setup(driver: Driver) {
   if (driver === 'redis') {
     const client = await nodeRedis(redis.url);
     cleanups.push(async () => client.destroy());
-    cache = createCache({ namespace: uniqueNamespace('lf'), store: redisStore({ client }), bus: false });
+    cache = createCache({ namespace: uniqueNamespace('lf'), store: redisStore({ client }), bus: false, clock });
   } else {
     const client = await ioredis(redis.url);
     cleanups.push(async () => client.disconnect());
-    cache = createCache({ namespace: uniqueNamespace('lf'), store: ioredisStore({ client }), bus: false });
+    cache = createCache({ namespace: uniqueNamespace('lf'), store: ioredisStore({ client }), bus: false, clock });
   }
   cleanups.push(() => cache.close());
   /** `count` cold keys read one after the other; the commands Redis counted meanwhile. */
@@ -41,7 +42,7 @@ async function setup(driver: Driver) {
     await new Promise((resolve) => setTimeout(resolve, 50));
     return statsDelta(before, await commandStats(inspector));
   };
-  return { cache, inspector, misses };
+  return { cache, inspector, misses, clock };
 }
 
 describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver) => {
@@ -76,6 +77,23 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
     expect(after.get).toBe(20);
     expect(after.evalsha).toBe(10);
     expect(after.set).toBeUndefined();
+  });
+
+  it('lease-first reads come back 30 s after the refusal, once Redis takes writes again', async () => {
+    const { cache, inspector, misses, clock } = await setup(driver);
+    await misses('warm', 30);
+    await inspector.configSet({ maxmemory: '1', 'maxmemory-policy': 'noeviction' });
+    await misses('full', 5);
+    await inspector.configSet({ maxmemory: '0' });
+    // Writes are taken again, but reads stay GET-first until the retry time: a GET per miss.
+    clock.advance(29_000);
+    expect((await misses('early', 10)).get).toBe(20);
+    clock.advance(1_000);
+    // The first read after it turns lease-first back on (a GET, a lease, the script's GET and
+    // SET); the nine others lease as they read (a SET, the script's GET and SET).
+    const after = await misses('cold', 10);
+    expect(after.get).toBe(2 + 9);
+    expect(after.set).toBe(2 + 2 * 9);
   });
 
   it('an ACL that takes SET away (NOPERM) turns lease-first reads off too', async () => {

@@ -236,8 +236,11 @@ class CacheCore {
   missRate = 0;
   /** Whether `getOrSet` reads with the lease command (see `leaseFirst`). */
   leaseFirst = false;
-  /** Redis refused the lease command on a read (OOM, ACL): read with GET for good. */
-  leaseFirstRefused = false;
+  /**
+   * Until when reads stay GET-first because Redis refused the lease command on a read (OOM, an
+   * ACL, a replica during failover); see {@link LEASE_FIRST_RETRY}.
+   */
+  leaseFirstRefusedUntil = 0;
   closed = false;
   /** Keys whose refresh failed recently: not refreshed early again until their backoff ends. */
   readonly refreshBackoff = new Backoffs();
@@ -316,7 +319,7 @@ class CacheCore {
   noteRead(missed: boolean): void {
     this.missRate = this.missRate * 0.98 + (missed ? 0.02 : 0);
     if (this.leaseFirst ? this.missRate < 0.1 : this.missRate > 0.2)
-      this.leaseFirst = !this.leaseFirst && !this.leaseFirstRefused;
+      this.leaseFirst = !this.leaseFirst && this.clock.now() >= this.leaseFirstRefusedUntil;
   }
 
   /** Whether anyone listens to `name`, as an event or on its diagnostics channel. */
@@ -614,8 +617,9 @@ export class Cache {
       if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
     } catch (error) {
       if (lease !== undefined && refusesWrites(error)) {
-        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL): use GET from now on.
-        core.leaseFirstRefused = true;
+        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL, a replica): read
+        // with GET for a while, then try again (memory is freed, a failover ends).
+        core.leaseFirstRefusedUntil = core.clock.now() + LEASE_FIRST_RETRY;
         core.leaseFirst = false;
       }
       core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
@@ -2448,6 +2452,14 @@ export function createCache(options: CacheOptions = {}): Cache {
 
 /** Open caches per store: the last one to close closes the store. */
 const storeUsers = new WeakMap<Store, number>();
+
+/**
+ * How long reads stay GET-first after Redis refused a lease-first read with an error that
+ * refuses every write. Long enough that a lasting refusal (an ACL) costs one failed read per
+ * interval, not per miss; short enough that a passing one (a failover's `READONLY`, memory
+ * freed after `OOM`) gives the round trip back soon.
+ */
+const LEASE_FIRST_RETRY = 30_000;
 
 /**
  * An error reply that refuses every write, not this key alone: memory full under `noeviction`,
