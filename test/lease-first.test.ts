@@ -80,7 +80,7 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
   });
 
   it('lease-first reads come back 30 s after the refusal, once Redis takes writes again', async () => {
-    const { cache, inspector, misses, clock } = await setup(driver);
+    const { inspector, misses, clock } = await setup(driver);
     await misses('warm', 30);
     await inspector.configSet({ maxmemory: '1', 'maxmemory-policy': 'noeviction' });
     await misses('full', 5);
