@@ -64,8 +64,12 @@ describe.each<DriverName>(['redis', 'ioredis', 'memory'])('L1 over %s', (driver)
       clock.advance(850);
       // A refreshes in the background and writes version 2.
       expect(await a.getOrSet('hot', loader)).toBe(1);
+      // Written, and A's refresh lock released after the write: until then B's refresh would find
+      // the lock held and leave its L1 as it is (and a later read would refresh again).
       await eventually(
-        async () => (await h.raw.get(`${a.prefix}hot`))?.toString().endsWith('\n2') === true,
+        async () =>
+          (await h.raw.get(`${a.prefix}hot`))?.toString().endsWith('\n2') === true &&
+          (await h.raw.get(`${a.prefix}hot\u0000lock`)) === undefined,
         5_000,
         'the refresh',
       );
