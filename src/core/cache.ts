@@ -1437,7 +1437,8 @@ export class Cache {
     const codec = core.codec(options?.serializer);
     // L1 holds values decoded by the default serializer and never checked by a caller's schema.
     const plain = options?.schema === undefined && codec === core.defaultCodec;
-    const values = new Array<T | undefined>(fullKeys.length);
+    // Filled, not sparse: a miss is an `undefined` that `map` and `forEach` visit, not a hole.
+    const values = new Array<T | undefined>(fullKeys.length).fill(undefined);
     const toRead: number[] = [];
     const now = core.clock.now();
     fullKeys.forEach((key, i) => {
