@@ -52,7 +52,15 @@ describe('types', () => {
       },
       { schema, ttl: 1000 },
     );
-    expectTypeOf(parsed).toEqualTypeOf<{ id: number }>();
+    // `unknown` may be `undefined`, which is "not found" (never validated).
+    expectTypeOf(parsed).toEqualTypeOf<{ id: number } | undefined>();
+    const validated = await cache.getOrSet('s3', () => ({ id: 5 }) as object, { schema });
+    expectTypeOf(validated).toEqualTypeOf<{ id: number }>();
+    const notFound = await cache.getOrSet('s4', async () => (Math.random() > 2 ? { id: 6 } : undefined), { schema });
+    expectTypeOf(notFound).toEqualTypeOf<{ id: number } | undefined>();
+    // Naming the type with a schema: the loader is held to it.
+    const namedSchema = await cache.getOrSet<{ id: number }>('s5', () => ({ id: 7 }), { schema });
+    expectTypeOf(namedSchema).toEqualTypeOf<{ id: number }>();
     // @ts-expect-error: the loader must be a function
     await cache.getOrSet('x', 42).catch(() => undefined);
     // @ts-expect-error: durations are numbers of milliseconds

@@ -454,16 +454,17 @@ export class Cache {
    *
    * Three signatures, tried in order, so that the value's type is inferred wherever it can be:
    * - with a `schema`, the value is the schema's output, and the loader may return anything
-   *   (its value is validated before it is cached or returned);
+   *   (its value is validated before it is cached or returned), `undefined` included ("not
+   *   found", never validated: the result then includes `undefined`);
    * - otherwise the loader's return type gives the value's type, the context's `stale` then
    *   being `unknown`;
    * - with the type named (`getOrSet<User>(…)`), the loader must return it and `stale` has it.
    */
-  getOrSet<T>(
+  getOrSet<T, R>(
     key: string,
-    loader: (context: LoaderContext<T>) => unknown,
+    loader: (context: LoaderContext<T>) => R,
     options: GetOrSetOptions<T> & { readonly schema: StandardSchemaV1<unknown, T> },
-  ): Promise<T>;
+  ): Promise<undefined extends Awaited<R> ? T | undefined : T>;
   getOrSet<L extends InferringLoader>(key: string, loader: L, options?: GetOrSetOptions<LoaderValue<L>>): Promise<LoaderValue<L>>;
   getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T>;
   getOrSet<T>(key: string, loader: Loader<T>, options?: GetOrSetOptions<T>): Promise<T> {
