@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createCache, isLarderError, StoreError, type Cache } from '../src/index.js';
 import { ioredisStore } from '../src/stores/ioredis.js';
+import { memoryStore } from '../src/stores/memory.js';
 import { redisStore } from '../src/stores/redis.js';
 import { LuaScript, type RedisConnectionOptions, type RedisStore } from '../src/stores/redis-store.js';
 import type { Store } from '../src/stores/store.js';
@@ -364,6 +365,25 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     await eventually(() => !store.status().ready, 5_000, 'the store to notice');
     const details = store.status().details!;
     expect(driver === 'redis' ? details.ready : details.status !== 'ready').toBe(driver !== 'redis');
+  });
+
+  it('refuses misspelt store option names, in the breaker options too, before connecting', async () => {
+    const redis = await server();
+    const make = driver === 'redis' ? redisStore : ioredisStore;
+    expect(() => make({ url: redis.url, comandTimeout: 5 } as never)).toThrow(/^comandTimeout: unknown option/);
+    expect(() => make({ url: redis.url, breaker: { cooldwn: 5 } } as never)).toThrow(/^breaker\.cooldwn: unknown option/);
+    await expect(storeFor(driver, redis.url, { coalese: false } as never)).rejects.toThrow(/^coalese: unknown option/);
+    expect(() => memoryStore({ maxEntires: 5 } as never)).toThrow(/^maxEntires: unknown option/);
+    // Every name the types document passes.
+    const { store } = await storeFor(driver, redis.url, {
+      commandTimeout: 500,
+      breaker: { failureThreshold: 5, cooldown: 1_000, maxCooldown: 30_000 },
+      onEvent: () => undefined,
+      clock: { now: () => Date.now() },
+      metrics: true,
+      coalesce: true,
+    });
+    expect(await cacheOn(store).getOrSet('k', () => 1)).toBe(1);
   });
 
   it('never closes a client it did not create', async () => {

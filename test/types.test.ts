@@ -54,7 +54,8 @@ describe('types', () => {
     );
     // `unknown` may be `undefined`, which is "not found" (never validated).
     expectTypeOf(parsed).toEqualTypeOf<{ id: number } | undefined>();
-    const validated = await cache.getOrSet('s3', () => ({ id: 5 }) as object, { schema });
+    const someObject = (): object => ({ id: 5 });
+    const validated = await cache.getOrSet('s3', someObject, { schema });
     expectTypeOf(validated).toEqualTypeOf<{ id: number }>();
     const notFound = await cache.getOrSet('s4', async () => (Math.random() > 2 ? { id: 6 } : undefined), { schema });
     expectTypeOf(notFound).toEqualTypeOf<{ id: number } | undefined>();

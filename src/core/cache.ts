@@ -47,6 +47,7 @@ import {
 } from './entry.js';
 import { CacheEmitter, type CacheEventMap, type CacheEventName, type Tier } from './events.js';
 import { checkNamespace, checkVersion, DEFAULT_MAX_KEY_LENGTH, KeySpace } from './keys.js';
+import { checkOptionNames, optionNames } from './option-names.js';
 import {
   Abortable,
   runLoader,
@@ -59,15 +60,10 @@ import {
 } from './loader.js';
 import {
   CACHE_OPTION_NAMES,
-  checkOptionNames,
-  GET_OPTION_NAMES,
-  GET_OR_SET_OPTION_NAMES,
-  HAS_OPTION_NAMES,
+  CALL_OPTION_NAMES,
+  ENTRY_NAMES,
   LIBRARY_DEFAULTS,
   resolveEntryOptions,
-  SET_MANY_ENTRY_NAMES,
-  SET_OPTION_NAMES,
-  WRITE_OPTION_NAMES,
   type CacheOptions,
   type GetOptions,
   type GetOrSetManyOptions,
@@ -205,6 +201,9 @@ function checkSerializer(serializer: unknown): Serializer {
 }
 
 /** The lock key guarding the refresh of an existing entry (a lease lives in the key itself). */
+const NAMESPACE_OPTION_NAMES = optionNames<{ version: unknown }>({ version: true });
+const INVALIDATE_TARGET_NAMES = optionNames<{ keys: unknown; tags: unknown }>({ keys: true, tags: true });
+
 function refreshLockKey(key: string): string {
   return `${key}\u0000lock`;
 }
@@ -406,6 +405,7 @@ export class Cache {
    */
   namespace(name: string, options: { version?: number | string } = {}): Cache {
     checkNamespace('namespace', name);
+    checkOptionNames(options, NAMESPACE_OPTION_NAMES);
     const version = options.version === undefined ? undefined : checkVersion('version', options.version);
     return new Cache(this.#core, this.#keys.child(name, version), new Counters());
   }
@@ -477,7 +477,7 @@ export class Cache {
       fullKey = this.#keys.full(key);
       if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
       // Checked before any I/O, hit or miss: a bad option fails at once, not at the first miss.
-      if (options !== undefined) checkOptionNames(options, GET_OR_SET_OPTION_NAMES);
+      if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
       opts = resolveEntryOptions(core.defaults, options);
       if (options?.tags !== undefined) core.tags.check(options.tags);
       codec = options?.serializer === undefined ? core.defaultCodec : core.codec(options.serializer);
@@ -1404,7 +1404,7 @@ export class Cache {
   /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
   async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
     this.#open(options?.signal);
-    if (options !== undefined) checkOptionNames(options, HAS_OPTION_NAMES);
+    if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
     const core = this.#core;
     const fullKey = this.#keys.full(key);
     const cached = core.coherence.l1Get(fullKey, core.clock.now());
@@ -1431,7 +1431,7 @@ export class Cache {
    */
   async getMany<T = unknown>(keys: readonly string[], options?: GetOptions<T>): Promise<(T | undefined)[]> {
     this.#open(options?.signal);
-    if (options !== undefined) checkOptionNames(options, GET_OPTION_NAMES);
+    if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
     const core = this.#core;
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));
@@ -1514,7 +1514,7 @@ export class Cache {
   set(key: string, value: unknown, options?: SetOptions): Promise<void> {
     if (options === undefined) return this.setMany([{ key, value }]);
     try {
-      checkOptionNames(options, SET_OPTION_NAMES);
+      checkOptionNames(options, CALL_OPTION_NAMES);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -1539,7 +1539,7 @@ export class Cache {
     const signal = options?.signal;
     try {
       this.#open(signal);
-      if (options !== undefined) checkOptionNames(options, WRITE_OPTION_NAMES);
+      if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -1551,7 +1551,7 @@ export class Cache {
     const core = this.#core;
     if (!Array.isArray(entries)) throw new InvalidOptionError('entries', `expected an array, got ${describe(entries)}`);
     const prepared = entries.map((entry) => {
-      checkOptionNames(entry, SET_MANY_ENTRY_NAMES);
+      checkOptionNames(entry, ENTRY_NAMES);
       const fullKey = this.#keys.full(entry.key);
       const opts = resolveEntryOptions(core.defaults, entry);
       const tags = entry.tags === undefined || entry.tags.length === 0 ? undefined : core.tags.check(entry.tags);
@@ -1682,6 +1682,8 @@ export class Cache {
   ): Promise<R> {
     this.#open();
     if (typeof write !== 'function') throw new InvalidOptionError('write', `expected a function, got ${describe(write)}`);
+    if (typeof targets !== 'object' || targets === null) throw new InvalidOptionError('targets', 'expected { keys, tags }');
+    checkOptionNames(targets, INVALIDATE_TARGET_NAMES, 'targets');
     const keys = targets.keys ?? [];
     for (const key of keys) this.#keys.full(key);
     if (targets.tags !== undefined) this.#core.tags.check(targets.tags);
@@ -1712,7 +1714,7 @@ export class Cache {
   async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<T[]> {
     const core = this.#core;
     this.#open(options?.signal);
-    if (options !== undefined) checkOptionNames(options, GET_OR_SET_OPTION_NAMES);
+    if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
     if (!Array.isArray(keys)) throw new InvalidOptionError('keys', `expected an array, got ${describe(keys)}`);
     if (typeof loader !== 'function') throw new InvalidOptionError('loader', `expected a function, got ${describe(loader)}`);
     const fullKeys = keys.map((key) => this.#keys.full(key));

@@ -8,6 +8,7 @@
  */
 import { InvalidationBus, type BusOptions, type Invalidation } from '../bus/bus.js';
 import { checkCount, checkDuration } from './durations.js';
+import { checkOptionNames, optionNames } from './option-names.js';
 import type { Clock } from './clock.js';
 import type { Entry } from './entry.js';
 import { InvalidOptionError } from '../errors.js';
@@ -16,6 +17,9 @@ import { MemoryTier } from '../tiers/memory-tier.js';
 import type { L1Options } from './options.js';
 import type { Flights } from './single-flight.js';
 import { TagVersions } from './tags.js';
+
+const L1_OPTION_NAMES = optionNames<L1Options>({ maxEntries: true, maxBytes: true, ttl: true, policy: true, clone: true });
+const BUS_OPTION_NAMES = optionNames<BusOptions>({ heartbeat: true });
 
 /** How many recent invalidations are remembered to veto slow L1 fills. */
 const RECENT = 10_000;
@@ -62,6 +66,7 @@ export class Coherence {
       throw new InvalidOptionError('l1', 'expected an options object or false');
     }
     if (l1 !== undefined && l1 !== false) {
+      checkOptionNames(l1, L1_OPTION_NAMES, 'l1');
       const policy = l1.policy ?? 'tinylfu';
       if (policy !== 'tinylfu' && policy !== 'lru') throw new InvalidOptionError('l1.policy', "expected 'tinylfu' or 'lru'");
       this.l1 = new MemoryTier<Entry>({
@@ -78,6 +83,7 @@ export class Coherence {
     if (options.bus !== undefined && options.bus !== false && (typeof options.bus !== 'object' || options.bus === null)) {
       throw new InvalidOptionError('bus', 'expected an options object or false');
     }
+    if (typeof options.bus === 'object') checkOptionNames(options.bus, BUS_OPTION_NAMES, 'bus');
     const heartbeat =
       options.bus === undefined || options.bus === false || options.bus.heartbeat === undefined
         ? 1_000

@@ -17,6 +17,7 @@ import type { Serializer } from '../serializers/serializer.js';
 import type { Store } from '../stores/store.js';
 import type { Clock } from './clock.js';
 import { checkDuration, checkRatio } from './durations.js';
+import { checkOptionNames, optionNames, type OptionNames } from './option-names.js';
 
 export interface EarlyRefreshOptions {
   /**
@@ -279,19 +280,6 @@ export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'
   signal?: AbortSignal;
 }
 
-/**
- * The names each call takes, to refuse a misspelt one (`{ tll: 5 }` would otherwise be the
- * defaults, silently). Each list is a `Record` of its type's keys, so it cannot drift from it.
- */
-function optionNames<O>(names: Record<keyof O & string, true>): OptionNames {
-  return Object.freeze(Object.assign(Object.create(null) as OptionNames, names));
-}
-
-/** A name → `true` record without a prototype (a lookup is cheaper than `Set.has`, measured). */
-type OptionNames = Readonly<Record<string, true | undefined>>;
-
-const ENTRY_NAMES = { ttl: true, jitter: true, grace: true, negativeTtl: true, serializer: true, tags: true } as const;
-
 export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
   store: true,
   namespace: true,
@@ -316,41 +304,36 @@ export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
   metrics: true,
 });
 
-export const GET_OR_SET_OPTION_NAMES = optionNames<GetOrSetOptions>({
-  ...ENTRY_NAMES,
+/**
+ * The names any per-call options object may hold: the union of every call's options, not each
+ * call's own, so one object shared by calls that take different options (`getOrSet` and `set`,
+ * `get` and `has`) passes, as TypeScript lets it. A name no call takes is refused.
+ */
+export const CALL_OPTION_NAMES = optionNames<GetOrSetOptions & GetOptions & SetOptions & WriteOptions>({
+  ttl: true,
+  jitter: true,
+  grace: true,
+  negativeTtl: true,
   timeout: true,
   hardTimeout: true,
   failSafeBackoff: true,
   earlyRefresh: true,
   lock: true,
+  serializer: true,
   signal: true,
   schema: true,
   forceFresh: true,
+  tags: true,
+  allowStale: true,
 });
 
-export const GET_OPTION_NAMES = optionNames<GetOptions>({ serializer: true, allowStale: true, schema: true, signal: true });
-export const HAS_OPTION_NAMES = optionNames<Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>>({
-  serializer: true,
-  allowStale: true,
-  signal: true,
-});
-export const WRITE_OPTION_NAMES = optionNames<WriteOptions>({ signal: true });
-export const SET_OPTION_NAMES = optionNames<SetOptions>({ ...ENTRY_NAMES, signal: true });
-export const SET_MANY_ENTRY_NAMES = optionNames<EntryOptions & { key: string; value: unknown }>({
-  ...ENTRY_NAMES,
-  key: true,
-  value: true,
-});
+/** The names a `setMany` entry may hold: its key and value, and any per-call option (as `set` passes them on). */
+export const ENTRY_NAMES: OptionNames = Object.freeze(
+  Object.assign(Object.create(null) as OptionNames, CALL_OPTION_NAMES, { key: true, value: true }),
+);
 
 const EARLY_REFRESH_OPTION_NAMES = optionNames<EarlyRefreshOptions>({ beta: true, ahead: true });
 const LOCK_OPTION_NAMES = optionNames<LockOptions>({ ttl: true, wait: true });
-
-/** Throws `InvalidOptionError` for a name `names` does not hold (named `within.name` in an option's object). */
-export function checkOptionNames(options: object, names: OptionNames, within?: string): void {
-  for (const name in options) {
-    if (names[name] !== true) throw new InvalidOptionError(within === undefined ? name : `${within}.${name}`, 'unknown option');
-  }
-}
 
 /** Everything an entry's lifetime depends on, resolved and frozen. */
 export interface ResolvedEntryOptions {

@@ -1,6 +1,7 @@
 import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync, gzipSync } from 'node:zlib';
 import { InvalidOptionError } from '../errors.js';
 import { checkCount } from '../core/durations.js';
+import { checkOptionNames, optionNames } from '../core/option-names.js';
 
 /** Compresses payload bytes. Larder records `name` in each entry it compressed. */
 export interface Compressor {
@@ -42,8 +43,13 @@ export interface ResolvedCompression {
   readonly compressor: Compressor;
 }
 
+const COMPRESSION_OPTION_NAMES = optionNames<CompressionOptions>({ threshold: true, algorithm: true });
+
 export function resolveCompression(options: CompressionOptions | false | undefined): ResolvedCompression | undefined {
   if (options === undefined || options === false) return undefined;
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidOptionError('compression', 'expected an options object or false');
+  checkOptionNames(options, COMPRESSION_OPTION_NAMES, 'compression');
   const threshold = options.threshold === undefined ? 1024 : checkCount('compression.threshold', options.threshold, { min: 0 });
   const algorithm = options.algorithm ?? 'gzip';
   const compressor = algorithm === 'gzip' ? gzip : algorithm === 'brotli' ? brotli : algorithm;

@@ -9,6 +9,8 @@ import { EventEmitter } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../core/clock.js';
 import { checkCount } from '../core/durations.js';
+import { checkOptionNames, optionNames } from '../core/option-names.js';
+import { InvalidOptionError } from '../errors.js';
 import type { Wire } from '../core/entry.js';
 import type {
   ConditionalExpire,
@@ -39,6 +41,8 @@ export interface MemoryStoreOptions {
   /** Time source for TTLs. @default the system clock */
   clock?: Clock;
 }
+
+const MEMORY_STORE_OPTION_NAMES = optionNames<MemoryStoreOptions>({ maxEntries: true, maxBytes: true, clock: true });
 
 const READY: StoreStatus = Object.freeze({ ready: true, breaker: 'closed', pending: 0 });
 
@@ -72,6 +76,8 @@ export class MemoryStore implements Store {
   readonly #events = new EventEmitter();
 
   constructor(options: MemoryStoreOptions) {
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');
+    checkOptionNames(options, MEMORY_STORE_OPTION_NAMES);
     const clock = options.clock ?? systemClock;
     this.#lru = new LRUCache<string, Wire>({
       max: options.maxEntries === undefined ? 10_000 : checkCount('maxEntries', options.maxEntries),

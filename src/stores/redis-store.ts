@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { systemClock, type Clock } from '../core/clock.js';
 import { optionalDuration } from '../core/durations.js';
+import { checkOptionNames, optionNames } from '../core/option-names.js';
 import type { Wire } from '../core/entry.js';
 import { CircuitOpenError, InvalidOptionError, StoreError } from '../errors.js';
 import { CircuitBreaker, type BreakerOptions, type BreakerState } from '../resilience/breaker.js';
@@ -73,6 +74,20 @@ export interface RedisConnectionOptions {
    */
   coalesce?: boolean;
 }
+
+/** The names `redisStore` and `ioredisStore` take: these, and `client` or `url`. */
+const STORE_OPTION_NAMES = optionNames<RedisConnectionOptions & { client: unknown; url: string }>({
+  commandTimeout: true,
+  breaker: true,
+  onEvent: true,
+  clock: true,
+  metrics: true,
+  coalesce: true,
+  client: true,
+  url: true,
+});
+
+const BREAKER_OPTION_NAMES = optionNames<BreakerOptions>({ failureThreshold: true, cooldown: true, maxCooldown: true });
 
 export type RedisStoreEvent =
   { readonly type: 'breaker'; readonly state: BreakerState } | { readonly type: 'connection-error'; readonly error: unknown };
@@ -250,12 +265,16 @@ export class RedisStore implements Store {
   readonly #writes: TickBatcher<ConditionalWrite, boolean> | undefined;
 
   constructor(driver: RedisDriver, options: RedisConnectionOptions) {
+    checkOptionNames(options, STORE_OPTION_NAMES);
     this.name = driver.name;
     this.driver = driver;
     this.#onEvent = options.onEvent;
     const timeout = optionalDuration('commandTimeout', options.commandTimeout, 500, { infinity: true, zero: false });
     if (options.breaker !== undefined && options.breaker !== false && typeof options.breaker !== 'object') {
       throw new InvalidOptionError('breaker', 'expected an options object or false');
+    }
+    if (typeof options.breaker === 'object' && options.breaker !== null) {
+      checkOptionNames(options.breaker, BREAKER_OPTION_NAMES, 'breaker');
     }
     if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean') {
       throw new InvalidOptionError('coalesce', 'expected a boolean');
