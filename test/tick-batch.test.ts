@@ -474,10 +474,12 @@ describe.each<Driver>(['redis', 'ioredis'])('coalescing refused with CROSSSLOT, 
     });
     expect(values).toEqual(names.map((k) => `v ${k}`));
     expect(failures).toEqual([]);
-    // At least one lease batch and one write batch were refused, then sent key by key. More than
-    // one lease batch can be: the burst's MGET is refused first, so its misses are read by GETs
-    // whose replies may come back over several ticks (a loaded machine), and each tick's leases
-    // leave as a batch before the first refusal is back. The burst below shows none is tried after.
+    // Script batches were refused, then sent key by key: at least two (the leases' and the
+    // writes', each kind turning itself off), and more when several lease batches left before the
+    // first refusal was back. That happens on a loaded machine: the burst's MGET is refused first,
+    // so its misses are read by GETs whose replies can span several ticks, each tick's leases
+    // leaving as a batch. (A count of at least two does not tell the kinds apart; the burst below
+    // shows that neither kind is tried again.)
     const after = await rejected(inspector);
     const refusedScripts = (after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0);
     expect(refusedScripts).toBeGreaterThanOrEqual(2);

@@ -6,8 +6,9 @@
  * in flight in a linked list in send order, stamped with a coarse clock, and one interval timer
  * (running only while commands are in flight) rejects those at the head that are older than the
  * timeout. A command that answers unlinks itself at once, so nothing outlives its command and
- * the garbage collector sees only short-lived objects. A command times out between `timeout` and
- * `timeout + tick` after it was sent.
+ * the garbage collector sees only short-lived objects. A command times out after `timeout`, and
+ * less than two ticks later (stamps and checks fall on the same ticks: one tick at most when the
+ * tick divides the timeout, as for the default 500 ms).
  */
 import type { Histogram } from '../core/metrics.js';
 import { CommandTimeoutError } from '../errors.js';
