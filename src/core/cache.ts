@@ -617,14 +617,20 @@ export class Cache {
           : (await core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary))[0];
       if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
     } catch (error) {
-      if (lease !== undefined && refusesWrites(error)) {
-        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL, a replica): read
-        // with GET for a while, then try again (memory is freed, a failover ends).
-        core.leaseFirstRefusedUntil = core.clock.now() + LEASE_FIRST_RETRY;
-        core.leaseFirst = false;
-      }
       core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
       wire = null;
+      if (lease !== undefined && refusesWrites(error)) {
+        // Redis refuses writes on reads (OOM under noeviction, a read-only ACL, a replica): read
+        // with GET for a while, then try again (memory is freed, a failover ends). This read
+        // asks again with GET, so a cached value is still served.
+        core.leaseFirstRefusedUntil = core.clock.now() + LEASE_FIRST_RETRY;
+        core.leaseFirst = false;
+        try {
+          wire = await core.store.get(fullKey, codec.binary);
+        } catch (retryError) {
+          core.storeError('get', fullKey, retryError);
+        }
+      }
     }
     if (read !== undefined) {
       // Leased while reading: nothing to classify.
