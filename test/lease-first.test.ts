@@ -2,9 +2,8 @@
  * Lease-first reads: while misses are common, `getOrSet` reads with `SET NX PX GET` (the read
  * and the lease in one command). Redis refusing every write (OOM under `noeviction`, an ACL
  * without `SET`) turns them off for 30 s (the refused read asks again with `GET`), then they are
- * tried again; one key of another type
- * (`WRONGTYPE`) does not. Both drivers, on a private redis-server so `INFO commandstats` counts
- * only this file's commands.
+ * tried again; one key of another type (`WRONGTYPE`) does not. Both drivers, on a private
+ * redis-server so `INFO commandstats` counts only this file's commands.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createCache, type Cache } from '../src/index.js';
