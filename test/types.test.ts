@@ -22,7 +22,8 @@ describe('types', () => {
     const checked = await cache.getOrSet('s', () => ({ id: 2 }), { schema });
     expectTypeOf(checked).toEqualTypeOf<{ id: number }>();
     const many = await cache.getOrSetMany(['a', 'b'], async (keys) => keys.map((k) => k.length));
-    expectTypeOf(many).toEqualTypeOf<number[]>();
+    // A key the loader leaves out is "not found": `undefined`, as in getMany.
+    expectTypeOf(many).toEqualTypeOf<(number | undefined)[]>();
     expectTypeOf(await cache.get<number>('a')).toEqualTypeOf<number | undefined>();
     expectTypeOf(await cache.getMany<number>(['a'])).toEqualTypeOf<(number | undefined)[]>();
     expectTypeOf(cache.stats()).toEqualTypeOf<CacheStats>();

@@ -1715,9 +1715,9 @@ export class Cache {
    * `getOrSet` for many keys: one round trip to read them all, the batch loader called once
    * with only the keys that missed, one round trip to write. A key already being loaded (by a
    * concurrent `getOrSet` or `getOrSetMany`) is joined, not loaded twice. Values come back in
-   * the order of `keys`.
+   * the order of `keys`; a key the loader left out, now or when it was cached, is `undefined`.
    */
-  async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<T[]> {
+  async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<(T | undefined)[]> {
     const core = this.#core;
     this.#open(options?.signal);
     if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
