@@ -1717,7 +1717,11 @@ export class Cache {
    * concurrent `getOrSet` or `getOrSetMany`) is joined, not loaded twice. Values come back in
    * the order of `keys`; a key the loader left out, now or when it was cached, is `undefined`.
    */
-  async getOrSetMany<T>(keys: readonly string[], loader: BatchLoader<T>, options?: GetOrSetManyOptions<T>): Promise<(T | undefined)[]> {
+  async getOrSetMany<T>(
+    keys: readonly string[],
+    loader: BatchLoader<T>,
+    options?: GetOrSetManyOptions<T>,
+  ): Promise<(T | undefined)[]> {
     const core = this.#core;
     this.#open(options?.signal);
     if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);

@@ -280,10 +280,8 @@ export interface GetOptions<T = unknown> extends Pick<CacheOptions, 'serializer'
   signal?: AbortSignal;
 }
 
-export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
-  store: true,
-  namespace: true,
-  version: true,
+/** The options a cache sets for its entries and each call may set for its own. */
+const ENTRY_OPTION_NAMES = {
   ttl: true,
   jitter: true,
   grace: true,
@@ -294,6 +292,13 @@ export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
   earlyRefresh: true,
   lock: true,
   serializer: true,
+} as const;
+
+export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
+  ...ENTRY_OPTION_NAMES,
+  store: true,
+  namespace: true,
+  version: true,
   compression: true,
   maxKeyLength: true,
   failOpen: true,
@@ -310,16 +315,7 @@ export const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
  * `get` and `has`) passes, as TypeScript lets it. A name no call takes is refused.
  */
 export const CALL_OPTION_NAMES = optionNames<GetOrSetOptions & GetOptions & SetOptions & WriteOptions>({
-  ttl: true,
-  jitter: true,
-  grace: true,
-  negativeTtl: true,
-  timeout: true,
-  hardTimeout: true,
-  failSafeBackoff: true,
-  earlyRefresh: true,
-  lock: true,
-  serializer: true,
+  ...ENTRY_OPTION_NAMES,
   signal: true,
   schema: true,
   forceFresh: true,
