@@ -766,6 +766,10 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         const clock = new ManualClock();
         const cache = await make({ ttl: 1_000, grace: 10_000, jitter: 0, clock, earlyRefresh: false });
         await cache.getOrSetMany(['s1', 's2', 's3'], (keys) => keys.map((k) => `old ${k}`));
+        // The writes settle after the call has answered, and until then a key's flight holds its
+        // value: a read now would join it (no refresh). Wait for all three to be written.
+        for (const k of ['s1', 's2', 's3']) await eventually(async () => (await h.raw.get(`${cache.prefix}${k}`)) !== undefined);
+        await sleep(20);
         clock.advance(1_500);
         let release!: () => void;
         const gate = new Promise<void>((r) => (release = r));
