@@ -97,7 +97,7 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
   });
 
   it('an ACL that takes SET away (NOPERM) turns lease-first reads off too', async () => {
-    const { cache, inspector, misses } = await setup(driver);
+    const { cache, inspector, misses, clock } = await setup(driver);
     const failures: string[] = [];
     cache.on('store-error', ({ operation }) => failures.push(operation));
     await misses('warm', 30);
@@ -114,5 +114,19 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
     expect(after.get).toBe(20);
     expect(after.evalsha).toBe(10);
     expect(after.set).toBeUndefined();
+
+    // 30 s on, a GET-first read turns lease-first back on; the next cold key's lease read is
+    // refused again. Its GET finds nothing, so it loads without a second lease (which would be
+    // refused too): one refused lease, one refused write, and failOpen counts the read once.
+    clock.advance(30_000);
+    await misses('turn-on', 1);
+    failures.length = 0;
+    const failOpen = cache.stats().failOpen;
+    const cold = await misses('cold-again', 1);
+    expect(failures).toEqual(['lease', 'set']);
+    expect(cache.stats().failOpen - failOpen).toBe(2);
+    // The retried GET and the write script's own GET.
+    expect(cold.get).toBe(2);
+    expect(cold.evalsha).toBe(1);
   });
 });

@@ -369,9 +369,17 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
 
   it('refuses misspelt store option names, in the breaker options too, before connecting', async () => {
     const redis = await server();
+    const inspector = await nodeRedis(redis.url);
+    cleanups.push(() => inspector.close());
+    const connections = async () => Number(/connected_clients:(\d+)/.exec(await inspector.info('clients'))![1]);
+    const alone = await connections();
     const make = driver === 'redis' ? redisStore : ioredisStore;
     expect(() => make({ url: redis.url, comandTimeout: 5 } as never)).toThrow(/^comandTimeout: unknown option/);
     expect(() => make({ url: redis.url, breaker: { cooldwn: 5 } } as never)).toThrow(/^breaker\.cooldwn: unknown option/);
+    expect(() => make({ url: redis.url, commandTimeout: 'soon' } as never)).toThrow(/^commandTimeout:/);
+    // Refused before a client connects: none is left behind (it would keep the process alive).
+    await sleep(100);
+    expect(await connections()).toBe(alone);
     await expect(storeFor(driver, redis.url, { coalese: false } as never)).rejects.toThrow(/^coalese: unknown option/);
     expect(() => memoryStore({ maxEntires: 5 } as never)).toThrow(/^maxEntires: unknown option/);
     // Every name the types document passes.

@@ -62,6 +62,7 @@ import {
   CACHE_OPTION_NAMES,
   CALL_OPTION_NAMES,
   ENTRY_NAMES,
+  WRITE_OPTION_NAMES,
   LIBRARY_DEFAULTS,
   resolveEntryOptions,
   type CacheOptions,
@@ -348,8 +349,9 @@ class CacheCore {
     }
   }
 
-  storeError(operation: string, key: string | undefined, error: unknown): void {
-    this.counters.failOpen++;
+  /** Reports a store failure; `failedOpen: false` when the call still got its answer from the store. */
+  storeError(operation: string, key: string | undefined, error: unknown, failedOpen = true): void {
+    if (failedOpen) this.counters.failOpen++;
     if (this.wants('store-error')) this.emit('store-error', key === undefined ? { operation, error } : { operation, key, error });
   }
 }
@@ -405,6 +407,7 @@ export class Cache {
    */
   namespace(name: string, options: { version?: number | string } = {}): Cache {
     checkNamespace('namespace', name);
+    if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'expected an object');
     checkOptionNames(options, NAMESPACE_OPTION_NAMES);
     const version = options.version === undefined ? undefined : checkVersion('version', options.version);
     return new Cache(this.#core, this.#keys.child(name, version), new Counters());
@@ -617,19 +620,24 @@ export class Cache {
           : (await core.store.lease([{ key: fullKey, value: lease.wire, ttl: leaseTtl(opts) }], codec.binary))[0];
       if (lease !== undefined && wire === undefined) read = { state: 'leased', lease };
     } catch (error) {
-      core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
-      wire = null;
       if (lease !== undefined && refusesWrites(error)) {
         // Redis refuses writes on reads (OOM under noeviction, a read-only ACL, a replica): read
         // with GET for a while, then try again (memory is freed, a failover ends). This read
-        // asks again with GET, so a cached value is still served.
+        // asks again with GET, so a cached value is still served; a miss then loads without a
+        // lease (`wire = null`, the error state), as a lease would be refused again.
         core.leaseFirstRefusedUntil = core.clock.now() + LEASE_FIRST_RETRY;
         core.leaseFirst = false;
+        core.storeError('lease', fullKey, error, false);
         try {
-          wire = await core.store.get(fullKey, codec.binary);
+          wire = (await core.store.get(fullKey, codec.binary)) ?? null;
+          if (wire === null) core.counters.failOpen++;
         } catch (retryError) {
           core.storeError('get', fullKey, retryError);
+          wire = null;
         }
+      } else {
+        core.storeError(lease === undefined ? 'get' : 'lease', fullKey, error);
+        wire = null;
       }
     }
     if (read !== undefined) {
@@ -1407,15 +1415,20 @@ export class Cache {
     return value;
   }
 
-  /** `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`. */
-  async has(key: string, options?: Pick<GetOptions, 'serializer' | 'signal' | 'allowStale'>): Promise<boolean> {
+  /**
+   * `true` when a fresh value (`null` included, "not found" excluded) is cached for `key`; with a
+   * `schema`, a value that does not fit it is not (as `get` would not return it).
+   */
+  async has(key: string, options?: GetOptions): Promise<boolean> {
     this.#open(options?.signal);
     if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
     const core = this.#core;
     const fullKey = this.#keys.full(key);
-    const cached = core.coherence.l1Get(fullKey, core.clock.now());
-    if (cached !== undefined) return cached.kind === 'v';
     const codec = core.codec(options?.serializer);
+    // L1 holds values decoded by the default serializer and never checked by a caller's schema.
+    const cached =
+      options?.schema === undefined && codec === core.defaultCodec ? core.coherence.l1Get(fullKey, core.clock.now()) : undefined;
+    if (cached !== undefined) return cached.kind === 'v';
     let wire: Wire | undefined;
     try {
       const reading = core.store.get(fullKey, codec.binary);
@@ -1426,7 +1439,7 @@ export class Cache {
       return this.#readFailed('has', fullKey, error) ?? false;
     }
     if (wire === undefined) return false;
-    const read = await this.#classify(fullKey, wire, codec, undefined);
+    const read = await this.#classify(fullKey, wire, codec, options?.schema);
     if (read.state !== 'fresh' && !(read.state === 'stale' && options?.allowStale === true)) return false;
     return read.entry.kind === 'v';
   }
@@ -1545,7 +1558,7 @@ export class Cache {
     const signal = options?.signal;
     try {
       this.#open(signal);
-      if (options !== undefined) checkOptionNames(options, CALL_OPTION_NAMES);
+      if (options !== undefined) checkOptionNames(options, WRITE_OPTION_NAMES);
     } catch (error) {
       return Promise.reject(error);
     }

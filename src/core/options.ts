@@ -323,10 +323,20 @@ export const CALL_OPTION_NAMES = optionNames<GetOrSetOptions & GetOptions & SetO
   allowStale: true,
 });
 
-/** The names a `setMany` entry may hold: its key and value, and any per-call option (as `set` passes them on). */
+/**
+ * The names a `setMany` entry may hold: its key and value, and any per-call option but `signal`
+ * (`set` passes its options on, its signal apart; an entry's own signal would be ignored).
+ */
 export const ENTRY_NAMES: OptionNames = Object.freeze(
-  Object.assign(Object.create(null) as OptionNames, CALL_OPTION_NAMES, { key: true, value: true }),
+  Object.assign(Object.create(null) as OptionNames, CALL_OPTION_NAMES, { key: true, value: true, signal: undefined }),
 );
+
+/**
+ * The names of the write-only calls' options (`setMany`, `delete`, `deleteMany`, `clear`,
+ * `invalidateTags`): `signal` alone, so that `setMany(entries, { ttl })` is refused rather than
+ * writing with the defaults (an entry's options go on the entry).
+ */
+export const WRITE_OPTION_NAMES = optionNames<WriteOptions>({ signal: true });
 
 const EARLY_REFRESH_OPTION_NAMES = optionNames<EarlyRefreshOptions>({ beta: true, ahead: true });
 const LOCK_OPTION_NAMES = optionNames<LockOptions>({ ttl: true, wait: true });

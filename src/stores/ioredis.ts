@@ -329,6 +329,10 @@ export function ioredisStore(options: IoredisStoreOptions): Store & RedisStore {
   }
   if (options.client !== undefined) return new RedisStore(new IoredisDriver(options.client, false), options);
   if (typeof options.url !== 'string') throw new InvalidOptionError('url', 'expected a Redis URL or a `client`');
-  const client = new Redis(options.url, { retryStrategy: (times) => reconnectDelay(times) });
-  return new RedisStore(new IoredisDriver(client, true), options);
+  // Connected once the options are checked: a refused option must not leave a connection behind.
+  const client = new Redis(options.url, { retryStrategy: (times) => reconnectDelay(times), lazyConnect: true });
+  const store = new RedisStore(new IoredisDriver(client, true), options);
+  // Connection failures surface as command failures (fail-open) and through the error listener.
+  client.connect().catch(() => undefined);
+  return store;
 }

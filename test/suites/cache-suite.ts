@@ -241,6 +241,9 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
           ['set', () => cache.set('k', 1, tll)],
           ['setMany', () => cache.setMany([{ key: 'k', value: 1, tll: 5 } as never])],
           ['setMany options', () => cache.setMany([{ key: 'k', value: 1 }], tll)],
+          // An entry's options go on the entry; the call takes a signal only.
+          ['setMany entry option on the call', () => cache.setMany([{ key: 'k', value: 1 }], { ttl: 5 } as never)],
+          ['setMany entry signal', () => cache.setMany([{ key: 'k', value: 1, signal: AbortSignal.abort() } as never])],
           ['delete', () => cache.delete('k', { sginal: undefined } as never)],
           ['deleteMany', () => cache.deleteMany(['k'], tll)],
           ['clear', () => cache.clear(tll)],
@@ -251,7 +254,10 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
           let returned: Promise<unknown> | undefined;
           expect(() => (returned = call())).not.toThrow();
           const error = await returned!.catch((e: unknown) => e);
-          if (error instanceof InvalidOptionError && /^(tll|allowstale|allowStael|sginal): unknown option/.test(error.message))
+          if (
+            error instanceof InvalidOptionError &&
+            /^(tll|ttl|allowstale|allowStael|sginal|signal): unknown option/.test(error.message)
+          )
             refused.push(name);
         }
         expect(refused).toEqual(calls.map(([name]) => name));
@@ -267,6 +273,10 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
         expect(await cache.get('k', shared)).toBe(3);
         expect(await cache.has('k', shared)).toBe(true);
         expect(await cache.getOrSet('k', () => 4, shared)).toBe(3);
+        // `has` takes a schema as `get` does: a value that does not fit is not there.
+        expect(await cache.has('k', { schema: schemaOf(isUser) })).toBe(false);
+        await cache.set('user', { id: 1, name: 'Ada' });
+        expect(await cache.has('user', { schema: schemaOf(isUser) })).toBe(true);
         // Inherited enumerable properties (a polyfill on Object.prototype) are not the caller's.
         const proto = Object.prototype as Record<string, unknown>;
         let read: Promise<unknown>;
