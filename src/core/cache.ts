@@ -201,10 +201,10 @@ function checkSerializer(serializer: unknown): Serializer {
   return s as Serializer;
 }
 
-/** The lock key guarding the refresh of an existing entry (a lease lives in the key itself). */
 const NAMESPACE_OPTION_NAMES = optionNames<{ version: unknown }>({ version: true });
 const INVALIDATE_TARGET_NAMES = optionNames<{ keys: unknown; tags: unknown }>({ keys: true, tags: true });
 
+/** The lock key guarding the refresh of an existing entry (a lease lives in the key itself). */
 function refreshLockKey(key: string): string {
   return `${key}\u0000lock`;
 }
