@@ -96,6 +96,20 @@ describe.each<Driver>(['redis', 'ioredis'])('lease-first reads over %s', (driver
     expect(after.set).toBe(2 + 2 * 9);
   });
 
+  it('when the GET that retries a refused lease read fails too, the call answers from its loader', async () => {
+    const { cache, inspector, misses } = await setup(driver);
+    const failures: string[] = [];
+    cache.on('store-error', ({ operation }) => failures.push(operation));
+    await misses('warm', 30);
+    await inspector.sendCommand(['ACL', 'SETUSER', 'default', '-set', '-get']);
+    const failOpen = cache.stats().failOpen;
+    expect(await cache.getOrSet('k', () => 'loaded')).toBe('loaded');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The refused lease (reported, not counted as failing open), the refused GET, the refused write.
+    expect(failures).toEqual(['lease', 'get', 'set']);
+    expect(cache.stats().failOpen - failOpen).toBe(2);
+  });
+
   it('an ACL that takes SET away (NOPERM) turns lease-first reads off too', async () => {
     const { cache, inspector, misses, clock } = await setup(driver);
     const failures: string[] = [];

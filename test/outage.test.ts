@@ -382,6 +382,7 @@ describe.each<Driver>(['redis', 'ioredis'])('outages over %s', (driver) => {
     expect(await connections()).toBe(alone);
     await expect(storeFor(driver, redis.url, { coalese: false } as never)).rejects.toThrow(/^coalese: unknown option/);
     expect(() => memoryStore({ maxEntires: 5 } as never)).toThrow(/^maxEntires: unknown option/);
+    expect(() => memoryStore(null as never)).toThrow(/^options: expected an object/);
     // Every name the types document passes.
     const { store } = await storeFor(driver, redis.url, {
       commandTimeout: 500,

@@ -321,6 +321,9 @@ export function cacheSuite(driver: DriverName, variant: SuiteVariant = {}): void
           /^compression\.threshhold: unknown option/,
         );
         expect(() => cache.namespace('child', { verison: 2 } as never)).toThrow(/^verison: unknown option/);
+        expect(() => cache.namespace('child', null as never)).toThrow(InvalidOptionError);
+        expect(() => createCache({ compression: 'gzip' as never })).toThrow(/^compression: expected an options object or false/);
+        await expect(cache.invalidateAfter(() => 1, null as never)).rejects.toThrow(/^targets: expected/);
         const write = vi.fn(() => 'written');
         await expect(cache.invalidateAfter(write, { kyes: ['k'] } as never)).rejects.toThrow(/^targets\.kyes: unknown option/);
         expect(write).not.toHaveBeenCalled();
